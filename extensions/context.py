@@ -1,0 +1,228 @@
+"""The maturity ladder, decided once.
+
+Copier loads this file as a Jinja extension (``_jinja_extensions`` in ``copier.yml``).
+Its one hook turns the ``maturity_level`` answer into named capabilities
+(``has_ci``, ``has_pipeline``, ...) from the table below. Templates, file names,
+tests and docs use those names; nothing else compares the level number.
+
+Keep this file self-contained: Copier does not put the extensions folder on
+``sys.path`` during ``update`` (copier-org/copier#2557), so it imports nothing of ours.
+The template's tests load it by path and read the same tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from copier_template_extensions import ContextHook
+
+
+@dataclass(frozen=True)
+class Level:
+    number: int
+    name: str  # the Azure MLOps maturity model's name for it
+    google: str  # the matching level of Google's model, where there is one
+    summary: str
+    built: bool  # every capability of the level is in the template (else: still to come)
+
+
+# fmt: off
+LEVELS: tuple[Level, ...] = (
+    Level(0, "No MLOps", "Level 0: manual process",
+          "notebooks and scripts run by hand; the model is handed off as a file", True),
+    Level(1, "DevOps but no MLOps", "(level 0 with CI)",
+          "code is tested and linted in CI, the serving image is built; training is manual",
+          True),
+    Level(2, "Automated training", "Level 1: ML pipeline automation",
+          "reproducible DVC pipeline, tracked experiments, model registry, data and model "
+          "validation", False),
+    Level(3, "Automated model deployment", "Level 1 + continuous delivery",
+          "validated models are promoted and deployed by CD, served with metrics and A/B, "
+          "traceable", False),
+    Level(4, "Full MLOps automated operations", "Level 2: CI/CD pipeline automation",
+          "drift and decay monitoring, alerts, automatic retraining, audit trail", False),
+)
+# fmt: on
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One named capability of a generated project.
+
+    ``paths`` are the generated project's files that exist only because of this
+    capability (fnmatch patterns, ``*`` crosses folders; ``{package}`` is the Python
+    package name). The template's tests derive the exact file set of every level
+    from them, so a file the template renders must be claimed here.
+    """
+
+    name: str
+    level: int  # the lowest level that has it
+    summary: str
+    paths: tuple[str, ...] = ()
+
+
+# fmt: off
+CAPABILITIES: tuple[Capability, ...] = (
+    # Level 0: the manual process.
+    Capability("has_project_files", 0, "README, Makefile, pinned pyproject, params, licence", (
+        ".copier-answers.yml", ".gitignore", ".python-version", "LICENSE", "Makefile", "README.md",
+        "params.yaml", "pyproject.toml",
+    )),
+    Capability("has_components", 0,
+               "one module per stage, each a typed pure function plus a thin CLI", (
+        "src/{package}/__init__.py", "src/{package}/config.py", "src/{package}/schema.py",
+        "src/{package}/ingest.py", "src/{package}/features.py", "src/{package}/train.py",
+        "src/{package}/evaluate.py", "src/{package}/predict.py", "src/{package}/py.typed",
+    )),
+    Capability("has_data_versioning", 0, "data layout, DVC initialised, a local DVC remote", (
+        ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/.gitkeep",
+        "data/interim/.gitkeep", "data/processed/.gitkeep", "models/.gitkeep",
+        "reports/.gitkeep",
+    )),
+    Capability("has_notebook", 0, "an exploration notebook that imports the package", (
+        "notebooks/01-exploration.ipynb",
+    )),
+    Capability("has_serving", 0, "FastAPI prediction service: POST /predict, GET /health", (
+        "src/{package}/serving/__init__.py", "src/{package}/serving/__main__.py",
+        "src/{package}/serving/app.py", "src/{package}/serving/deps.py",
+        "src/{package}/serving/settings.py", "src/{package}/serving/routes/__init__.py",
+        "src/{package}/serving/routes/health.py", "src/{package}/serving/routes/predict.py",
+    )),
+    # Level 1: DevOps, no MLOps.
+    Capability("has_tests", 1, "a pytest suite for every component and the service", (
+        "tests/*",
+    )),
+    Capability("has_precommit", 1, "pre-commit: ruff, hygiene hooks, secret scan, hadolint", (
+        ".pre-commit-config.yaml",
+    )),
+    Capability("has_ci", 1, "CI workflow on push and pull request: lint, types, tests, image", (
+        ".github/workflows/ci.yml",
+    )),
+    Capability("has_container", 1, "Dockerfile for the service: non-root, healthcheck", (
+        "Dockerfile", ".dockerignore",
+    )),
+    Capability("has_scripted_ingest", 1, "ingest from a configurable source, repeatable"),
+    Capability("has_request_logs", 1, "one JSON log line per request; strict input checks", (
+        "src/{package}/serving/request_log.py",
+    )),
+    # Level 2: automated training (filled by the level-2 issue).
+    Capability("has_pipeline", 2, "DVC pipeline with params, metrics and plots"),
+    Capability("has_data_validation", 2, "schema validation stage that stops bad data"),
+    Capability("has_tracking", 2, "MLflow experiment tracking"),
+    Capability("has_registry", 2, "MLflow model registry with lineage tags"),
+    Capability("has_model_gate", 2, "absolute metric thresholds before registering"),
+    Capability("has_training_workflow", 2, "CI workflow that runs the pipeline"),
+    # Level 3: automated model deployment.
+    Capability("has_reference_profile", 3, "training reference profile for drift checks"),
+    Capability("has_promotion", 3, "champion/challenger promotion by margin"),
+    Capability("has_cd", 3, "CD workflow: staging, then production with approval"),
+    Capability("has_traceable_serving", 3, "serves the champion, GET /version"),
+    Capability("has_ab_testing", 3, "a share of traffic to the challenger, sticky by key"),
+    Capability("has_kubernetes", 3, "Deployment, Service and HPA manifests"),
+    Capability("has_service_metrics", 3, "Prometheus /metrics and a prediction log"),
+    Capability("has_model_card", 3, "a model card per registered version"),
+    # Level 4: full automated operations.
+    Capability("has_drift_detection", 4, "per-feature and prediction drift reports"),
+    Capability("has_decay_monitoring", 4, "performance on delayed ground truth"),
+    Capability("has_alerting", 4, "Prometheus alert rules and a dashboard"),
+    Capability("has_retraining", 4, "drift or decay triggers the training pipeline"),
+    Capability("has_monitoring_workflow", 4, "scheduled monitoring workflow"),
+    Capability("has_hot_reload", 4, "zero-downtime reload when the champion moves"),
+    Capability("has_audit_trail", 4, "every promotion and deployment on record"),
+)
+# fmt: on
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A real tabular dataset that a dependency (scikit-learn) ships: no network."""
+
+    name: str
+    loader: str  # the sklearn.datasets function
+    summary: str
+    class_names: tuple[str, ...]
+    features: tuple[str, ...]  # snake_case column names, as ingest writes them
+    example: tuple[float, ...]  # the dataset's first row, for docs and OpenAPI examples
+
+    @property
+    def example_row(self) -> dict[str, float]:
+        return dict(zip(self.features, self.example, strict=True))
+
+
+# fmt: off
+DATASETS: tuple[Dataset, ...] = (
+    Dataset(
+        "breast_cancer", "load_breast_cancer",
+        "Wisconsin diagnostic breast cancer: 569 tumours, 30 measurements, benign or malignant",
+        ("malignant", "benign"),
+        ("mean_radius", "mean_texture", "mean_perimeter", "mean_area", "mean_smoothness",
+         "mean_compactness", "mean_concavity", "mean_concave_points", "mean_symmetry",
+         "mean_fractal_dimension", "radius_error", "texture_error", "perimeter_error",
+         "area_error", "smoothness_error", "compactness_error", "concavity_error",
+         "concave_points_error", "symmetry_error", "fractal_dimension_error",
+         "worst_radius", "worst_texture", "worst_perimeter", "worst_area",
+         "worst_smoothness", "worst_compactness", "worst_concavity",
+         "worst_concave_points", "worst_symmetry", "worst_fractal_dimension"),
+        (17.99, 10.38, 122.8, 1001.0, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871,
+         1.095, 0.9053, 8.589, 153.4, 0.006399, 0.04904, 0.05373, 0.01587, 0.03003,
+         0.006193, 25.38, 17.33, 184.6, 2019.0, 0.1622, 0.6656, 0.7119, 0.2654, 0.4601,
+         0.1189),
+    ),
+    Dataset(
+        "wine", "load_wine",
+        "Wine recognition: 178 wines, 13 chemical measurements, three cultivars",
+        ("class_0", "class_1", "class_2"),
+        ("alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols",
+         "flavanoids", "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue",
+         "od280_od315_of_diluted_wines", "proline"),
+        (14.23, 1.71, 2.43, 15.6, 127.0, 2.8, 3.06, 0.28, 2.29, 5.64, 1.04, 3.92, 1065.0),
+    ),
+    Dataset(
+        "iris", "load_iris",
+        "Fisher's iris: 150 flowers, 4 measurements, three species",
+        ("setosa", "versicolor", "virginica"),
+        ("sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"),
+        (5.1, 3.5, 1.4, 0.2),
+    ),
+)
+# fmt: on
+
+# The base image of the serving container, pinned to a full release per Python version.
+BASE_IMAGES: dict[str, str] = {
+    "3.11": "python:3.11.14-slim-bookworm",
+    "3.12": "python:3.12.12-slim-bookworm",
+    "3.13": "python:3.13.9-slim-bookworm",
+}
+
+
+def capabilities_at(level: int) -> dict[str, bool]:
+    """Every capability name, true where ``level`` has it."""
+    return {cap.name: level >= cap.level for cap in CAPABILITIES}
+
+
+def level_context(level: int) -> dict[str, Any]:
+    """What the hook adds to Copier's context for one level."""
+    known = 0 <= level < len(LEVELS)
+    return {
+        **capabilities_at(level),
+        "level_name": LEVELS[level].name if known else "",
+        "level_summary": LEVELS[level].summary if known else "",
+        "next_level": LEVELS[level + 1] if known and level + 1 < len(LEVELS) else None,
+    }
+
+
+class ContextUpdater(ContextHook):
+    """Adds the capability names, the dataset record and the base image to the context."""
+
+    def hook(self, context: dict[str, Any]) -> None:
+        # Copier validates the answer against the choices itself; until it has, an
+        # unknown level must not crash the hook (it runs while questions are asked).
+        try:
+            level = int(context.get("maturity_level", 0))
+        except (TypeError, ValueError):
+            level = -1
+        context.update(level_context(level))
+        by_name = {dataset.name: dataset for dataset in DATASETS}
+        context["dataset_info"] = by_name.get(str(context.get("dataset")), DATASETS[0])
+        context["base_image"] = BASE_IMAGES.get(str(context.get("python_version")), "")

@@ -1,0 +1,1 @@
+"""The prediction service: ``create_app`` builds it, ``python -m`` runs it."""

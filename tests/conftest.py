@@ -1,0 +1,61 @@
+"""Fixtures: the template snapshot, one render per level, the shared project environment."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from copier import run_copy
+from support import CACHE, ProjectEnv, run, selected_levels, snapshot_template
+
+Render = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return snapshot_template(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def render(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Render:
+    """Render the template with the defaults plus ``answers`` into a new folder."""
+
+    def _render(name: str = "project", **answers: Any) -> Path:
+        destination = tmp_path_factory.mktemp(name) / "project"
+        run_copy(
+            str(template),
+            destination,
+            data=answers,
+            defaults=True,
+            unsafe=True,
+            quiet=True,
+            vcs_ref="v0.1.0",
+        )
+        return destination
+
+    return _render
+
+
+@pytest.fixture(scope="session", params=selected_levels(), ids=lambda level: f"level-{level}")
+def rendered(request: pytest.FixtureRequest, render: Render) -> tuple[int, Path]:
+    """Each level rendered once per session on the defaults: many cheap tests read it."""
+    level: int = request.param
+    return level, render(f"level{level}", maturity_level=level)
+
+
+@pytest.fixture(scope="session")
+def project_env() -> ProjectEnv:
+    """One virtual environment for every generated project, byte-compiled, under .cache/
+    (kept between runs; `uv pip install` then only checks it). Projects install
+    themselves into it with their own `make install`."""
+    venv = CACHE / "project-env"
+    uv = shutil.which("uv")
+    assert uv, "uv must be on PATH (make setup installs it)"
+    if not (venv / "bin" / "python").exists():
+        run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], CACHE.parent)
+    return ProjectEnv(venv=venv, pre_commit_home=CACHE / "pre-commit")
+

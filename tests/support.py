@@ -1,0 +1,239 @@
+"""Helpers for the template's tests: the tables, rendering, and running commands."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache"  # git-ignored: the shared project environment and tool caches
+
+# Never let a test talk to a real git identity or the network by accident.
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Template Tests",
+    "GIT_AUTHOR_EMAIL": "tests@example.com",
+    "GIT_COMMITTER_NAME": "Template Tests",
+    "GIT_COMMITTER_EMAIL": "tests@example.com",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def tool(name: str) -> str:
+    """A command installed in the template's own environment (next to this Python)."""
+    path = Path(sys.executable).parent / name
+    assert path.exists(), f"{name} is not installed next to {sys.executable}: run make setup"
+    return str(path)
+
+
+@cache
+def ladder() -> ModuleType:
+    """``extensions/context.py``, loaded by path as Copier loads it."""
+    spec = importlib.util.spec_from_file_location("ladder_context", ROOT / "extensions/context.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def questions() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "copier.yml").read_text(encoding="utf-8"))
+    return data
+
+
+def choices(question: str) -> list[Any]:
+    spec = questions()[question]["choices"]
+    return list(spec.values()) if isinstance(spec, dict) else list(spec)
+
+
+def selected_levels(built_only: bool = False) -> list[int]:
+    """The levels under test: all, or those in ``$LEVELS`` (``LEVELS=0,1``), as CI's matrix
+    sets it. With ``built_only``, only the levels whose capabilities are all built."""
+    levels = [level.number for level in ladder().LEVELS if level.built or not built_only]
+    wanted = os.environ.get("LEVELS", "").strip()
+    if wanted:
+        levels = [level for level in levels if str(level) in wanted.split(",")]
+    return levels
+
+
+def capabilities(level: int) -> dict[str, bool]:
+    caps: dict[str, bool] = ladder().capabilities_at(level)
+    return caps
+
+
+@dataclass
+class Run:
+    """A command's result, with both streams kept for the failure message."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return (
+            f"$ {' '.join(self.args)}\n(exit {self.returncode})\n"
+            f"--- stdout ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-6000:]}"
+        )
+
+
+def run(
+    args: list[str],
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 900,
+) -> Run:
+    completed = subprocess.run(
+        args,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    result = Run(list(args), completed.returncode, completed.stdout, completed.stderr)
+    if check:
+        assert result.returncode == 0, str(result)
+    return result
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> Run:
+    return run(["git", *args], cwd, env={**os.environ, **GIT_ENV}, check=check)
+
+
+def snapshot_template(destination: Path) -> Path:
+    """The template as it is in this working tree (committed or not), as a fresh git
+    repository with one tagged commit: what Copier needs to copy and to update from."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    if listed.returncode == 0:
+        names = [name for name in listed.stdout.decode().split("\0") if name]
+    else:  # not a git checkout (an unpacked archive): take everything but caches
+        names = [
+            str(path.relative_to(ROOT))
+            for path in ROOT.rglob("*")
+            if path.is_file() and not {".git", ".venv", ".cache"} & set(path.parts)
+        ]
+    for name in names:
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    git(destination, "init", "--quiet", "--initial-branch=main")
+    git(destination, "add", "--all")
+    git(destination, "commit", "--quiet", "--message", "Template under test")
+    git(destination, "tag", "v0.1.0")
+    return destination
+
+
+def rendered_files(project: Path) -> set[str]:
+    return {
+        path.relative_to(project).as_posix()
+        for path in project.rglob("*")
+        if path.is_file() and ".git" not in path.relative_to(project).parts
+    }
+
+
+@dataclass
+class ProjectEnv:
+    """The one virtual environment every generated project runs in (byte-compiled)."""
+
+    venv: Path
+    pre_commit_home: Path
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    def env_for(self, project: Path, **extra: str) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+        env.update(GIT_ENV)
+        env.update(
+            PATH=f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            # Several projects share one environment; each must import its own code.
+            PYTHONPATH=str(project / "src"),
+            DVC_NO_ANALYTICS="1",
+            PRE_COMMIT_HOME=str(self.pre_commit_home),
+            UV_COMPILE_BYTECODE="1",
+            PYTHONWARNINGS="ignore::DeprecationWarning",
+        )
+        env.update(extra)
+        return env
+
+
+@dataclass
+class Project:
+    """A rendered project and how to run its own commands."""
+
+    path: Path
+    level: int
+    answers: dict[str, Any]
+    tools: ProjectEnv
+    caps: dict[str, bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.caps = capabilities(self.level)
+
+    @property
+    def package(self) -> str:
+        return str(self.answers["package_name"])
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.tools.env_for(self.path)
+
+    def make(self, *targets: str, check: bool = True, **variables: str) -> Run:
+        assignments = [f"{name}={value}" for name, value in variables.items()]
+        return run(
+            ["make", *targets, f"PYTHON={self.tools.python}", *assignments],
+            self.path,
+            self.env,
+            check=check,
+        )
+
+    def python(self, *args: str, check: bool = True) -> Run:
+        return run([str(self.tools.python), *args], self.path, self.env, check=check)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_http(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode} before answering")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout} s")

@@ -1,0 +1,129 @@
+"""Every level renders exactly the files its capabilities claim, all of them valid."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import Render
+from support import ROOT, capabilities, ladder, rendered_files, run, tool
+
+TEMPLATE = ROOT / "template"
+
+
+def claimed(path: str, patterns: tuple[str, ...], package: str) -> bool:
+    return any(fnmatch.fnmatch(path, pattern.format(package=package)) for pattern in patterns)
+
+
+def test_exactly_the_files_of_the_level_s_capabilities(rendered: tuple[int, Path]) -> None:
+    level, project = rendered
+    files = rendered_files(project)
+    package = "tabular_classifier"
+    enabled = [cap for cap in ladder().CAPABILITIES if cap.level <= level]
+    disabled = [cap for cap in ladder().CAPABILITIES if cap.level > level]
+
+    unclaimed = {path for path in files if not any(claimed(path, cap.paths, package) for cap in enabled)}
+    assert not unclaimed, f"rendered but claimed by no capability of level {level}"
+
+    for cap in enabled:
+        for pattern in cap.paths:
+            assert any(fnmatch.fnmatch(path, pattern.format(package=package)) for path in files), (
+                f"{cap.name} (level {cap.level}) claims {pattern}, which level {level} lacks"
+            )
+    for cap in disabled:
+        leaked = {path for path in files if claimed(path, cap.paths, package)}
+        assert not leaked, f"{cap.name} belongs to level {cap.level}, not {level}"
+
+
+def test_no_template_syntax_survives(rendered: tuple[int, Path]) -> None:
+    _, project = rendered
+    for name in rendered_files(project):
+        text = (project / name).read_text(encoding="utf-8")
+        # GitHub Actions' ${{ }} is meant to be there; Jinja's own {{ and {% are not.
+        assert not re.search(r"(?<!\$)\{\{|\{%|\{#", text), f"template syntax left in {name}"
+
+
+def test_every_file_parses(rendered: tuple[int, Path]) -> None:
+    _, project = rendered
+    for name in rendered_files(project):
+        path = project / name
+        text = path.read_text(encoding="utf-8")
+        if name.endswith((".yml", ".yaml")) or name == ".copier-answers.yml":
+            yaml.safe_load(text)
+        elif name.endswith(".toml"):
+            tomllib.loads(text)
+        elif name.endswith((".json", ".ipynb")):
+            json.loads(text)
+        elif name.endswith(".py"):
+            compile(text, name, "exec")
+        assert text.endswith("\n") or not text, f"{name} does not end with a newline"
+
+
+def test_the_level_is_compared_only_in_the_capability_table() -> None:
+    raw = re.compile(r"maturity_level\s*(==|!=|>=|<=|>|<)|(==|!=|>=|<=|>|<)\s*maturity_level")
+    for path in TEMPLATE.rglob("*"):
+        assert not raw.search(str(path.relative_to(TEMPLATE))), path
+        if path.is_file():
+            assert not raw.search(path.read_text(encoding="utf-8")), path
+
+
+def test_every_capability_name_is_used_where_it_is_defined() -> None:
+    """Names in templates come from the table, so a typo cannot silently be false."""
+    names = {cap.name for cap in ladder().CAPABILITIES}
+    used: set[str] = set()
+    for path in TEMPLATE.rglob("*"):
+        text = str(path.relative_to(TEMPLATE))
+        if path.is_file():
+            text += path.read_text(encoding="utf-8")
+        used |= set(re.findall(r"\bhas_[a-z_]+", text))
+    assert used <= names, f"unknown capability names: {sorted(used - names)}"
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {"dataset": "wine"},
+        {"dataset": "iris"},
+        {"package_name": "a" * 30, "project_slug": "b" * 50},
+        {"python_version": "3.13", "license": "Apache-2.0"},
+        {"license": "BSD-3-Clause"},
+        {"license": "Proprietary"},
+        {"dvc_remote": "s3://team-bucket/dvc"},
+        {"dvc_remote": "/srv/dvc-storage"},
+    ],
+    ids=lambda answers: ",".join(f"{k}={str(v)[:10]}" for k, v in answers.items()),
+)
+def test_variants_render_lint_clean_code(render: Render, answers: dict[str, str]) -> None:
+    """The top built level, with other answers: ruff finds nothing to fix or reformat."""
+    level = max(level.number for level in ladder().LEVELS if level.built)
+    project = render("variant", maturity_level=level, **answers)
+    run([tool("ruff"), "check", "--no-cache", "."], project)
+    run([tool("ruff"), "format", "--check", "--no-cache", "."], project)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == f">={answers.get('python_version', '3.11')}"
+    package = answers.get("package_name", "tabular_classifier")
+    schema = (project / "src" / package / "schema.py").read_text()
+    dataset = next(d for d in ladder().DATASETS if d.name == answers.get("dataset", "breast_cancer"))
+    assert all(f"    {feature}: Feature" in schema for feature in dataset.features)
+    slug = answers.get("project_slug", "tabular-classifier")
+    expected = answers.get("dvc_remote", f"../{slug}-dvc-storage")
+    if not expected.startswith(("/", "s3://")):
+        expected = "../" + expected  # .dvc/config resolves relative paths from .dvc/
+    assert f"url = {expected}\n" in (project / ".dvc" / "config").read_text()
+
+
+def test_every_level_renders_lint_clean_code(rendered: tuple[int, Path]) -> None:
+    """Ruff with the project's settings where it has them, the same rules where not."""
+    level, project = rendered
+    if not capabilities(level)["has_precommit"]:
+        rules = ["--select", "E,W,F,I,B,UP,SIM,NPY,PD,RUF", "--line-length", "100"]
+        run([tool("ruff"), "check", "--no-cache", "--isolated", *rules, "."], project)
+        run([tool("ruff"), "format", "--check", "--no-cache", "--isolated", "--line-length", "100", "."], project)
+    else:
+        run([tool("ruff"), "check", "--no-cache", "."], project)
+        run([tool("ruff"), "format", "--check", "--no-cache", "."], project)
