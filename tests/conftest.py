@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 from copier import run_copy
-from support import CACHE, ProjectEnv, run, selected_levels, snapshot_template
+from support import CACHE, ProjectEnv, run, selected_levels, snapshot_template, tool
 
 Render = Callable[..., Path]
 
@@ -53,9 +52,6 @@ def project_env() -> ProjectEnv:
     (kept between runs; `uv pip install` then only checks it). Projects install
     themselves into it with their own `make install`."""
     venv = CACHE / "project-env"
-    uv = shutil.which("uv")
-    assert uv, "uv must be on PATH (make setup installs it)"
     if not (venv / "bin" / "python").exists():
-        run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], CACHE.parent)
+        run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], CACHE.parent)
     return ProjectEnv(venv=venv, pre_commit_home=CACHE / "pre-commit")
-

@@ -173,7 +173,10 @@ class ProjectEnv:
         env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
         env.update(GIT_ENV)
         env.update(
-            PATH=f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            # The project's environment first; then the template's own (uv, node tools).
+            PATH=os.pathsep.join(
+                [str(self.venv / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")]
+            ),
             # Several projects share one environment; each must import its own code.
             PYTHONPATH=str(project / "src"),
             DVC_NO_ANALYTICS="1",
@@ -226,7 +229,7 @@ def free_port() -> int:
         return port
 
 
-def wait_for_http(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
+def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

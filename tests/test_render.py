@@ -27,7 +27,9 @@ def test_exactly_the_files_of_the_level_s_capabilities(rendered: tuple[int, Path
     enabled = [cap for cap in ladder().CAPABILITIES if cap.level <= level]
     disabled = [cap for cap in ladder().CAPABILITIES if cap.level > level]
 
-    unclaimed = {path for path in files if not any(claimed(path, cap.paths, package) for cap in enabled)}
+    unclaimed = {
+        path for path in files if not any(claimed(path, cap.paths, package) for cap in enabled)
+    }
     assert not unclaimed, f"rendered but claimed by no capability of level {level}"
 
     for cap in enabled:
@@ -108,7 +110,8 @@ def test_variants_render_lint_clean_code(render: Render, answers: dict[str, str]
     assert pyproject["project"]["requires-python"] == f">={answers.get('python_version', '3.11')}"
     package = answers.get("package_name", "tabular_classifier")
     schema = (project / "src" / package / "schema.py").read_text()
-    dataset = next(d for d in ladder().DATASETS if d.name == answers.get("dataset", "breast_cancer"))
+    name = answers.get("dataset", "breast_cancer")
+    dataset = next(dataset for dataset in ladder().DATASETS if dataset.name == name)
     assert all(f"    {feature}: Feature" in schema for feature in dataset.features)
     slug = answers.get("project_slug", "tabular-classifier")
     expected = answers.get("dvc_remote", f"../{slug}-dvc-storage")
@@ -120,10 +123,10 @@ def test_variants_render_lint_clean_code(render: Render, answers: dict[str, str]
 def test_every_level_renders_lint_clean_code(rendered: tuple[int, Path]) -> None:
     """Ruff with the project's settings where it has them, the same rules where not."""
     level, project = rendered
+    settings: list[str] = []
     if not capabilities(level)["has_precommit"]:
-        rules = ["--select", "E,W,F,I,B,UP,SIM,NPY,PD,RUF", "--line-length", "100"]
-        run([tool("ruff"), "check", "--no-cache", "--isolated", *rules, "."], project)
-        run([tool("ruff"), "format", "--check", "--no-cache", "--isolated", "--line-length", "100", "."], project)
+        settings = ["--isolated", "--line-length", "100"]
+        run([tool("ruff"), "check", *settings, "--select", "E,W,F,I,B,UP,SIM,RUF", "."], project)
     else:
-        run([tool("ruff"), "check", "--no-cache", "."], project)
-        run([tool("ruff"), "format", "--check", "--no-cache", "."], project)
+        run([tool("ruff"), "check", "."], project)
+    run([tool("ruff"), "format", "--check", *settings, "."], project)

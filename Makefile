@@ -1,0 +1,52 @@
+# The template's own tasks. `make` lists them. Everything runs in .venv, which
+# `make setup` creates from pyproject.toml's pinned dev group (and tests/tools for Node).
+.DEFAULT_GOAL := help
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+
+.PHONY: help
+help: ## Show the tasks
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+.PHONY: setup
+setup: $(BIN)/python ## Create .venv with the pinned tools, and the Node test tools
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --group dev
+	npm ci --prefix tests/tools --no-audit --no-fund --silent
+
+.PHONY: demo
+demo: setup ## Render a project at the highest built level and run it end to end
+	$(BIN)/python scripts/demo.py
+
+.PHONY: test
+test: setup ## Run the whole test suite: render every level, execute the built ones
+	$(BIN)/python -m pytest
+
+.PHONY: test-fast
+test-fast: setup ## Only the fast tier: renders, answers, file sets, workflows
+	$(BIN)/python -m pytest -m "not slow"
+
+.PHONY: docs
+docs: setup ## Regenerate the generated parts of docs/ from copier.yml and the ladder
+	$(BIN)/python scripts/docs.py
+
+.PHONY: levels
+levels: setup ## Print the levels copier.yml offers (the CI matrix reads this)
+	@$(BIN)/python scripts/levels.py
+
+.PHONY: lint
+lint: setup ## Lint and format-check the template's own Python
+	$(BIN)/ruff check extensions scripts tests
+	$(BIN)/ruff format --check extensions scripts tests
+
+.PHONY: clean
+clean: ## Remove the demo project and caches (keeps .venv)
+	rm -rf build .cache .pytest_cache .ruff_cache

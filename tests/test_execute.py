@@ -1,0 +1,307 @@
+"""The slow tier: each built level, rendered and run as its README says, on one shared
+environment: install, data, DVC, training, the notebook, the server over real HTTP,
+the project's own tests, pre-commit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+from conftest import Render
+from support import (
+    Project,
+    ProjectEnv,
+    free_port,
+    git,
+    ladder,
+    run,
+    selected_levels,
+    wait_for_http,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def open_project(path: Path, level: int, tools: ProjectEnv) -> Project:
+    answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
+    return Project(path, level, answers, tools)
+
+
+@pytest.fixture(
+    scope="module", params=selected_levels(built_only=True), ids=lambda level: f"level-{level}"
+)
+def project(request: pytest.FixtureRequest, render: Render, project_env: ProjectEnv) -> Project:
+    """A fresh render of the level, installed with its own `make install` and committed."""
+    level: int = request.param
+    project = open_project(render(f"exec{level}", maturity_level=level), level, project_env)
+    project.make("install")
+    git(project.path, "add", "--all")
+    git(project.path, "commit", "--quiet", "--message", "Generate project")
+    return project
+
+
+@pytest.fixture(scope="module")
+def trained(project: Project) -> Project:
+    """The project after `make data` and `make train`."""
+    project.make("data")
+    project.make("train")
+    return project
+
+
+# The fresh render -------------------------------------------------------------------------
+
+
+def test_dvc_is_initialised_and_clean_on_the_fresh_render(project: Project) -> None:
+    status = project.python("-m", "dvc", "status")
+    assert "no data or pipelines tracked" in status.stdout or "up to date" in status.stdout
+    assert git(project.path, "status", "--porcelain").stdout == ""
+
+
+def test_pre_commit_passes_on_the_fresh_render(project: Project) -> None:
+    if not project.caps["has_precommit"]:
+        pytest.skip(f"level {project.level} has no pre-commit")
+    project.make("lint")
+    assert git(project.path, "status", "--porcelain").stdout == "", "a hook changed files"
+
+
+def test_the_package_type_checks(project: Project) -> None:
+    if not project.caps["has_precommit"]:
+        pytest.skip(f"level {project.level} has no type checking")
+    project.make("typecheck")
+
+
+def test_the_project_s_own_test_suite_passes(project: Project) -> None:
+    if not project.caps["has_tests"]:
+        pytest.skip(f"level {project.level} has no tests")
+    result = project.make("test")
+    assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+# Data and training ------------------------------------------------------------------------
+
+
+def test_the_raw_snapshot_is_versioned_by_dvc_and_ignored_by_git(trained: Project) -> None:
+    raw = trained.path / "data" / "raw" / f"{trained.answers['dataset']}.csv"
+    pointer = yaml.safe_load(raw.with_name(raw.name + ".dvc").read_text())
+    assert pointer["outs"][0]["md5"] == hashlib.md5(raw.read_bytes()).hexdigest()
+    assert git(trained.path, "check-ignore", str(raw)).returncode == 0
+    frame = pd.read_csv(raw)
+    dataset = next(d for d in ladder().DATASETS if d.name == trained.answers["dataset"])
+    assert list(frame.columns) == [*dataset.features, "target"]
+    for split in ("train", "test"):
+        assert (trained.path / "data" / "processed" / f"{split}.csv").is_file()
+
+
+def test_ingest_is_repeatable_from_every_kind_of_source(trained: Project) -> None:
+    if not trained.caps["has_scripted_ingest"]:
+        pytest.skip(f"level {trained.level} ingests by hand")
+    raw = trained.path / "data" / "raw" / f"{trained.answers['dataset']}.csv"
+    pointer = raw.with_name(raw.name + ".dvc")
+    before = pointer.read_bytes()
+    frame = pd.read_csv(raw)
+    csv_source, parquet_source = trained.path / "source.csv", trained.path / "source.parquet"
+    frame.sample(frac=1, random_state=1).to_csv(csv_source, index=False)  # another order
+    frame.to_parquet(parquet_source, index=False)
+    try:
+        for source in ("bundled", str(parquet_source)):
+            trained.python("-m", f"{trained.package}.ingest", "--source", source)
+            trained.python("-m", "dvc", "add", str(raw.relative_to(trained.path)))
+            assert pointer.read_bytes() == before, f"ingest from {source} changed the hash"
+        trained.python(
+            "-m", f"{trained.package}.ingest", "--source", str(csv_source), "--output", "x.csv"
+        )
+        assert len(pd.read_csv(trained.path / "x.csv")) == len(frame)
+    finally:
+        for leftover in (csv_source, parquet_source, trained.path / "x.csv"):
+            leftover.unlink(missing_ok=True)
+    bad = trained.python("-m", f"{trained.package}.ingest", "--source", "nowhere.csv", check=False)
+    assert bad.returncode == 2 and "nowhere.csv" in bad.stderr
+
+
+def test_training_is_reproducible(trained: Project) -> None:
+    metrics_file = trained.path / "reports" / "metrics.json"
+    first = json.loads(metrics_file.read_text())
+    assert first["accuracy"] > 0.8
+    trained.make("train")
+    assert json.loads(metrics_file.read_text()) == first
+
+
+def test_batch_prediction_from_the_cli(trained: Project, tmp_path: Path) -> None:
+    rows, output = tmp_path / "rows.csv", tmp_path / "predictions.csv"
+    pd.read_csv(trained.path / "data" / "processed" / "test.csv").drop(columns="target").head(
+        10
+    ).to_csv(rows, index=False)
+    trained.make("predict", INPUT=str(rows), OUTPUT=str(output))
+    predictions = pd.read_csv(output)
+    assert len(predictions) == 10 and "label" in predictions.columns
+
+
+def test_dvc_push_and_pull_restore_identical_bytes(trained: Project) -> None:
+    """README step 7: data and model go to the default local remote, outside the project,
+    and come back byte for byte into an emptied workspace and cache."""
+    raw = trained.path / "data" / "raw" / f"{trained.answers['dataset']}.csv"
+    model = trained.path / "models" / "model.joblib"
+    trained.python("-m", "dvc", "add", "models/model.joblib")
+    expected = {raw: sha256(raw), model: sha256(model)}
+    trained.make("push")
+    remote = trained.path.parent / f"{trained.answers['project_slug']}-dvc-storage"
+    assert remote.is_dir() and any(remote.rglob("*")), "the remote is outside the project"
+    for path in expected:
+        path.unlink()
+    subprocess.run(["rm", "-rf", str(trained.path / ".dvc" / "cache")], check=True)
+    trained.make("pull")
+    assert {path: sha256(path) for path in expected} == expected
+
+
+def test_the_notebook_executes_headless(trained: Project) -> None:
+    result = trained.make("notebook")
+    assert "Executing notebook" in result.stderr + result.stdout
+
+
+# Serving over real HTTP -------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    stdout: Path  # a file, not a pipe: an unread pipe fills up and blocks the server
+
+    def stop(self) -> str:
+        """Stop it (the whole process group: make and the Python it started); its output."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.stdout.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(trained: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`make serve`, started as a real process on a free port."""
+    port = free_port()
+    stdout = tmp_path_factory.mktemp("server") / "stdout.log"
+    with stdout.open("wb") as sink:
+        process = subprocess.Popen(
+            ["make", "serve", f"PYTHON={trained.tools.python}"],
+            cwd=trained.path,
+            env=trained.tools.env_for(trained.path, SERVING_PORT=str(port)),
+            stdout=sink,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    running = Server(f"http://127.0.0.1:{port}", process, stdout)
+    try:
+        wait_for_http(f"{running.url}/health", process)
+        yield running
+    finally:
+        running.stop()
+
+
+def test_served_predictions_equal_the_pipeline_s(
+    trained: Project, server: Server, tmp_path: Path
+) -> None:
+    rows = pd.read_csv(trained.path / "data" / "processed" / "test.csv").drop(columns="target")
+    rows = rows.head(25)
+    health = httpx.get(f"{server.url}/health", timeout=10)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+
+    one = httpx.post(f"{server.url}/predict", json=rows.iloc[0].to_dict(), timeout=10)
+    batch = httpx.post(f"{server.url}/predict", json=rows.to_dict(orient="records"), timeout=10)
+    assert one.status_code == 200 and batch.status_code == 200, batch.text
+
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    trained.make("predict", INPUT=str(tmp_path / "rows.csv"), OUTPUT=str(tmp_path / "out.csv"))
+    expected = pd.read_csv(tmp_path / "out.csv")
+    served = batch.json()["predictions"]
+    assert [p["label"] for p in served] == expected["label"].tolist()
+    assert one.json()["predictions"][0]["label"] == expected["label"][0]
+    for prediction, (_, row) in zip(served, expected.iterrows(), strict=True):
+        for name, probability in prediction["probabilities"].items():
+            assert probability == pytest.approx(row[f"proba_{name}"], abs=1e-9)
+
+
+def test_bad_requests_are_refused_with_the_field_named(trained: Project, server: Server) -> None:
+    if not trained.caps["has_request_logs"]:
+        pytest.skip(f"level {trained.level} makes no promise about bad input")
+    dataset = next(d for d in ladder().DATASETS if d.name == trained.answers["dataset"])
+    row = dataset.example_row
+    missing = {key: value for key, value in row.items() if key != dataset.features[0]}
+    response = httpx.post(f"{server.url}/predict", json=missing, timeout=10)
+    assert response.status_code == 422 and dataset.features[0] in response.text
+    wrong = {**row, dataset.features[1]: "seven"}
+    response = httpx.post(f"{server.url}/predict", json=wrong, timeout=10)
+    assert response.status_code == 422 and dataset.features[1] in response.text
+    response = httpx.post(f"{server.url}/predict", json=[row] * 1001, timeout=30)
+    assert response.status_code == 413 and "1000" in response.json()["detail"]
+    response = httpx.post(
+        f"{server.url}/predict",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert 400 <= response.status_code < 500
+
+
+def test_schema_fuzzing_over_http_finds_no_server_error(trained: Project, server: Server) -> None:
+    if not trained.caps["has_tests"]:
+        pytest.skip(f"level {trained.level} has no fuzzing tools")
+    result = run(
+        [
+            str(trained.tools.venv / "bin" / "schemathesis"),
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error,status_code_conformance,response_schema_conformance",
+            "--max-examples",
+            "40",
+            "--workers",
+            "1",
+        ],
+        trained.path,
+        trained.env,
+        check=False,
+    )
+    assert result.returncode == 0, str(result)
+
+
+def test_every_request_writes_one_json_log_line(trained: Project, server: Server) -> None:
+    """Runs last against the server: it stops it to read everything the service printed."""
+    if not trained.caps["has_request_logs"]:
+        pytest.skip(f"level {trained.level} has no request logs")
+    row = next(d for d in ladder().DATASETS if d.name == trained.answers["dataset"]).example_row
+    sent = {f"log-test-{index}": status for index, status in enumerate([200, 422, 200, 404])}
+    for request_id, status in sent.items():
+        path = "/nowhere" if status == 404 else "/predict"
+        body = row if status == 200 else {}
+        headers = {"x-request-id": request_id}
+        response = httpx.post(f"{server.url}{path}", json=body, headers=headers, timeout=10)
+        assert response.status_code == status
+        assert response.headers["x-request-id"] == request_id
+    output = server.stop()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    logged = {}
+    for line in lines:
+        if line["request_id"] in sent:
+            assert line["request_id"] not in logged, "two log lines for one request"
+            logged[line["request_id"]] = line["status"]
+    assert logged == sent
+    assert all({"method", "path", "status", "duration_ms"} <= set(line) for line in lines)

