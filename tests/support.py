@@ -222,6 +222,12 @@ class Project:
         return run([str(self.tools.python), *args], self.path, self.env, check=check)
 
 
+def open_project(path: Path, tools: ProjectEnv) -> Project:
+    """A rendered project, at the level its answers file records."""
+    answers = yaml.safe_load((path / ".copier-answers.yml").read_text(encoding="utf-8"))
+    return Project(path, int(answers["maturity_level"]), answers, tools)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

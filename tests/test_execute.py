@@ -24,6 +24,7 @@ from support import (
     free_port,
     git,
     ladder,
+    open_project,
     run,
     selected_levels,
     wait_for_http,
@@ -36,18 +37,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def open_project(path: Path, level: int, tools: ProjectEnv) -> Project:
-    answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
-    return Project(path, level, answers, tools)
-
-
 @pytest.fixture(
     scope="module", params=selected_levels(built_only=True), ids=lambda level: f"level-{level}"
 )
 def project(request: pytest.FixtureRequest, render: Render, project_env: ProjectEnv) -> Project:
     """A fresh render of the level, installed with its own `make install` and committed."""
     level: int = request.param
-    project = open_project(render(f"exec{level}", maturity_level=level), level, project_env)
+    project = open_project(render(f"exec{level}", maturity_level=level), project_env)
     project.make("install")
     git(project.path, "add", "--all")
     git(project.path, "commit", "--quiet", "--message", "Generate project")

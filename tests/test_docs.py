@@ -1,0 +1,33 @@
+"""Docs that cannot drift, and the README's two commands."""
+
+from __future__ import annotations
+
+import re
+
+from support import ROOT, ladder, run, tool
+
+
+def test_the_reference_is_generated_from_the_tables() -> None:
+    run([tool("python"), "scripts/docs.py", "--check"], ROOT)
+
+
+def test_the_readme_starts_with_the_two_commands_and_ci_runs_the_test_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```bash\n(.*?)```", readme, re.S)
+    assert first_block and readme.index(first_block.group(0)) < 200
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["make demo", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("demo", "test"):
+        assert re.search(rf"^{target}: setup ##", makefile, re.M), target
+
+
+def test_the_readme_ladder_lists_every_level_as_built_or_not() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for level in ladder().LEVELS:
+        row = re.search(
+            rf"^\| {level.number} \| {re.escape(level.name)} \|.*\| (\S.*?) \|$", readme, re.M
+        )
+        assert row, f"level {level.number} is not in the README's table"
+        assert row.group(1) == ("yes" if level.built else "not yet")
