@@ -36,7 +36,7 @@ LEVELS: tuple[Level, ...] = (
           True),
     Level(2, "Automated training", "Level 1: ML pipeline automation",
           "reproducible DVC pipeline, tracked experiments, model registry, data and model "
-          "validation", False),
+          "validation", True),
     Level(3, "Automated model deployment", "Level 1 + continuous delivery",
           "validated models are promoted and deployed by CD, served with metrics and A/B, "
           "traceable", False),
@@ -106,13 +106,23 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_request_logs", 1, "one JSON log line per request; strict input checks", (
         "src/{package}/serving/request_log.py",
     )),
-    # Level 2: automated training (filled by the level-2 issue).
-    Capability("has_pipeline", 2, "DVC pipeline with params, metrics and plots"),
-    Capability("has_data_validation", 2, "schema validation stage that stops bad data"),
-    Capability("has_tracking", 2, "MLflow experiment tracking"),
-    Capability("has_registry", 2, "MLflow model registry with lineage tags"),
+    # Level 2: automated training.
+    Capability("has_pipeline", 2, "DVC pipeline: one stage per module, params, metrics, plots", (
+        "dvc.yaml",
+    )),
+    Capability("has_data_validation", 2, "pandera schema stage that stops bad data", (
+        "src/{package}/validate.py", "tests/test_validate.py",
+    )),
+    Capability("has_tracking", 2, "MLflow tracking: params, metrics, plots, commit, data hash", (
+        "src/{package}/tracking.py", "tests/test_tracking.py",
+    )),
+    Capability("has_registry", 2, "every gated run registers a version with lineage tags", (
+        "src/{package}/register.py", "tests/test_register.py",
+    )),
     Capability("has_model_gate", 2, "absolute metric thresholds before registering"),
-    Capability("has_training_workflow", 2, "CI workflow that runs the pipeline"),
+    Capability("has_training_workflow", 2, "CI workflow that runs and pushes the pipeline", (
+        ".github/workflows/train.yml",
+    )),
     # Level 3: automated model deployment.
     Capability("has_reference_profile", 3, "training reference profile for drift checks"),
     Capability("has_promotion", 3, "champion/challenger promotion by margin"),
@@ -144,10 +154,22 @@ class Dataset:
     class_names: tuple[str, ...]
     features: tuple[str, ...]  # snake_case column names, as ingest writes them
     example: tuple[float, ...]  # the dataset's first row, for docs and OpenAPI examples
+    ranges: tuple[tuple[float, float], ...]  # each feature's observed (min, max)
 
     @property
     def example_row(self) -> dict[str, float]:
         return dict(zip(self.features, self.example, strict=True))
+
+    @property
+    def bounds(self) -> list[tuple[str, float, float]]:
+        """Plausible bounds per feature for data validation: the observed range widened by
+        its span on each side, never below zero for a feature never seen negative."""
+        result = []
+        for name, (low, high) in zip(self.features, self.ranges, strict=True):
+            span = high - low
+            floor = max(0.0, low - span) if low >= 0 else low - span
+            result.append((name, float(f"{floor:.4g}"), float(f"{high + span:.4g}")))
+        return result
 
 
 # fmt: off
@@ -168,6 +190,13 @@ DATASETS: tuple[Dataset, ...] = (
          1.095, 0.9053, 8.589, 153.4, 0.006399, 0.04904, 0.05373, 0.01587, 0.03003,
          0.006193, 25.38, 17.33, 184.6, 2019.0, 0.1622, 0.6656, 0.7119, 0.2654, 0.4601,
          0.1189),
+        ((6.981, 28.11), (9.71, 39.28), (43.79, 188.5), (143.5, 2501.0), (0.05263, 0.1634),
+         (0.01938, 0.3454), (0.0, 0.4268), (0.0, 0.2012), (0.106, 0.304),
+         (0.04996, 0.09744), (0.1115, 2.873), (0.3602, 4.885), (0.757, 21.98),
+         (6.802, 542.2), (0.001713, 0.03113), (0.002252, 0.1354), (0.0, 0.396),
+         (0.0, 0.05279), (0.007882, 0.07895), (0.0008948, 0.02984), (7.93, 36.04),
+         (12.02, 49.54), (50.41, 251.2), (185.2, 4254.0), (0.07117, 0.2226),
+         (0.02729, 1.058), (0.0, 1.252), (0.0, 0.291), (0.1565, 0.6638), (0.05504, 0.2075),),
     ),
     Dataset(
         "wine", "load_wine",
@@ -177,6 +206,9 @@ DATASETS: tuple[Dataset, ...] = (
          "flavanoids", "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue",
          "od280_od315_of_diluted_wines", "proline"),
         (14.23, 1.71, 2.43, 15.6, 127.0, 2.8, 3.06, 0.28, 2.29, 5.64, 1.04, 3.92, 1065.0),
+        ((11.03, 14.83), (0.74, 5.8), (1.36, 3.23), (10.6, 30.0), (70.0, 162.0),
+         (0.98, 3.88), (0.34, 5.08), (0.13, 0.66), (0.41, 3.58), (1.28, 13.0), (0.48, 1.71),
+         (1.27, 4.0), (278.0, 1680.0),),
     ),
     Dataset(
         "iris", "load_iris",
@@ -184,6 +216,7 @@ DATASETS: tuple[Dataset, ...] = (
         ("setosa", "versicolor", "virginica"),
         ("sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"),
         (5.1, 3.5, 1.4, 0.2),
+        ((4.3, 7.9), (2.0, 4.4), (1.0, 6.9), (0.1, 2.5),),
     ),
 )
 # fmt: on
