@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -226,6 +227,28 @@ def open_project(path: Path, tools: ProjectEnv) -> Project:
     """A rendered project, at the level its answers file records."""
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text(encoding="utf-8"))
     return Project(path, int(answers["maturity_level"]), answers, tools)
+
+
+PIPELINE_STAGES = ("ingest", "validate", "features", "train", "evaluate", "register")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def recorded_md5(project: Project, path: Path) -> str:
+    """The DVC hash recorded for a data file: its .dvc pointer, or dvc.lock's stage."""
+    relative = path.relative_to(project.path).as_posix()
+    if project.caps["has_pipeline"]:
+        lock = yaml.safe_load((project.path / "dvc.lock").read_text())
+        outs = [out for stage in lock["stages"].values() for out in stage.get("outs", [])]
+        return str(next(out["md5"] for out in outs if out["path"] == relative))
+    pointer = yaml.safe_load(path.with_name(path.name + ".dvc").read_text())
+    return str(pointer["outs"][0]["md5"])
+
+
+def raw_data(project: Project) -> Path:
+    return project.path / "data" / "raw" / f"{project.answers['dataset']}.csv"
 
 
 def free_port() -> int:

@@ -1,0 +1,383 @@
+"""The slow tier, level 2 and up: the DVC pipeline, the data and model gates, MLflow
+tracking and registry, and the training workflow's commands, on a fresh render."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+from conftest import Render
+from support import (
+    CACHE,
+    PIPELINE_STAGES,
+    Project,
+    ProjectEnv,
+    free_port,
+    git,
+    open_project,
+    raw_data,
+    recorded_md5,
+    run,
+    selected_levels,
+    sha256,
+    tool,
+    wait_for_http,
+)
+
+pytestmark = pytest.mark.slow
+
+MLFLOW_SERVER_VERSION = "3.17.2"  # the generated projects' mlflow-skinny pin
+TIMINGS = CACHE / "timings.json"  # measured here, reported in docs/benchmarks.md
+
+
+def pipeline_levels() -> list[int]:
+    return [level for level in selected_levels(built_only=True) if level >= 2]
+
+
+def record_timing(name: str, seconds: float) -> None:
+    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+    timings[name] = round(seconds, 2)
+    TIMINGS.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+
+
+def registry(project: Project, *, uri: str | None = None) -> dict[str, Any]:
+    """What the MLflow client sees: runs with params, metrics, tags and artifacts, and the
+    registered versions with their tags. Read in the project's own environment."""
+    script = f"""
+import json, sys
+from mlflow import MlflowClient
+from {project.package} import config, tracking
+client = tracking.client()
+runs = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
+versions = client.search_model_versions(f"name = '{{config.MODEL_NAME}}'")
+print(json.dumps({{
+    "uri": tracking.tracking_uri(),
+    "runs": [{{"id": r.info.run_id, "params": r.data.params, "metrics": r.data.metrics,
+              "tags": r.data.tags,
+              "artifacts": [a.path for a in client.list_artifacts(r.info.run_id, "plots")]}}
+             for r in runs],
+    "versions": [{{"version": v.version, "run_id": v.run_id, "tags": v.tags}} for v in versions],
+}}))
+"""
+    env = project.env if uri is None else {**project.env, "MLFLOW_TRACKING_URI": uri}
+    result = run([str(project.tools.python), "-c", script], project.path, env)
+    data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return data
+
+
+def experiment_metrics(shown: Any, name: str) -> dict[str, float] | None:
+    """The metrics `dvc exp show --json` lists for the experiment called ``name``."""
+    if isinstance(shown, dict):
+        if shown.get("name") == name and isinstance(shown.get("data"), dict):
+            metrics: dict[str, float] = shown["data"]["metrics"]["reports/metrics.json"]["data"]
+            return metrics
+        children = list(shown.values())
+    elif isinstance(shown, list):
+        children = shown
+    else:
+        return None
+    for child in children:
+        found = experiment_metrics(child, name)
+        if found is not None:
+            return found
+    return None
+
+
+def outputs(project: Project) -> dict[str, str]:
+    """Hashes of everything downstream of validation."""
+    paths = [
+        "data/processed/train.csv",
+        "data/processed/test.csv",
+        "models/model.joblib",
+        "reports/metrics.json",
+        "reports/registered.json",
+    ]
+    return {path: sha256(project.path / path) for path in paths}
+
+
+def restore(project: Project) -> None:
+    """Back to the committed pipeline state: params, lock, reports, and the outputs."""
+    git(project.path, "checkout", "--", ".")
+    project.python("-m", "dvc", "checkout", "--force")
+
+
+@pytest.fixture(scope="module", params=pipeline_levels(), ids=lambda level: f"level-{level}")
+def pipeline(request: pytest.FixtureRequest, render: Render, project_env: ProjectEnv) -> Project:
+    """A fresh render, installed, whose whole pipeline ran once from clean and was committed."""
+    level: int = request.param
+    project = open_project(render(f"pipeline{level}", maturity_level=level), project_env)
+    project.make("install")
+    git(project.path, "add", "--all")
+    git(project.path, "commit", "--quiet", "--message", "Generate project")
+    started = time.monotonic()
+    project.make("train")
+    record_timing(f"level-{level} dvc repro from clean", time.monotonic() - started)
+    git(project.path, "add", "--all")
+    git(project.path, "commit", "--quiet", "--message", "First pipeline run")
+    return project
+
+
+def test_a_clean_repro_runs_every_stage(pipeline: Project) -> None:
+    lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
+    assert list(lock["stages"]) == list(PIPELINE_STAGES)
+    for stage in PIPELINE_STAGES:
+        assert lock["stages"][stage]["cmd"] == f"python -m {pipeline.package}.{stage}"
+    metrics = pipeline.python("-m", "dvc", "metrics", "show", "--json").stdout
+    assert "accuracy" in metrics and "roc_auc" in metrics
+    plots = pipeline.python("-m", "dvc", "plots", "show", "--json").stdout
+    for plot in ("roc.json", "precision_recall.json", "confusion_matrix.csv"):
+        assert plot in plots
+    pipeline.make("plots")
+    assert (pipeline.path / "dvc_plots" / "index.html").is_file()
+
+
+def test_a_second_repro_does_nothing(pipeline: Project) -> None:
+    before = registry(pipeline)
+    started = time.monotonic()
+    result = pipeline.make("train")
+    record_timing(f"level-{pipeline.level} dvc repro, nothing changed", time.monotonic() - started)
+    for stage in PIPELINE_STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in result.stdout, result.stdout
+    assert "Running stage" not in result.stdout
+    assert registry(pipeline)["versions"] == before["versions"]
+    assert git(pipeline.path, "status", "--porcelain").stdout == ""
+
+
+def test_every_run_is_tracked_with_its_lineage_and_registered(pipeline: Project) -> None:
+    state = registry(pipeline)
+    assert state["uri"] == f"sqlite:///{pipeline.path / 'mlflow.db'}"
+    registered = json.loads((pipeline.path / "reports" / "registered.json").read_text())
+    run_id = json.loads((pipeline.path / "models" / "run.json").read_text())["run_id"]
+    assert registered["run_id"] == run_id
+    tracked = next(run for run in state["runs"] if run["id"] == run_id)
+    params = yaml.safe_load((pipeline.path / "params.yaml").read_text())
+    assert tracked["params"]["train.n_estimators"] == str(params["train"]["n_estimators"])
+    assert tracked["params"]["features.test_size"] == str(params["features"]["test_size"])
+    metrics = json.loads((pipeline.path / "reports" / "metrics.json").read_text())
+    assert tracked["metrics"] == pytest.approx(metrics)
+    generated = git(pipeline.path, "rev-list", "--max-parents=0", "HEAD").stdout.strip()
+    assert tracked["tags"]["git_commit"] == generated  # trained on the committed render
+    raw = raw_data(pipeline)
+    assert tracked["tags"]["data_hash"] == recorded_md5(pipeline, raw)
+    train_data = pipeline.path / "data" / "processed" / "train.csv"
+    assert tracked["tags"]["train_data_hash"] == recorded_md5(pipeline, train_data)
+    assert tracked["tags"]["model_gate"] == "passed"
+    assert sorted(tracked["artifacts"]) == sorted(
+        f"plots/{name}" for name in ("roc.json", "precision_recall.json", "confusion_matrix.csv")
+    )
+    version = next(v for v in state["versions"] if v["version"] == registered["version"])
+    assert version["run_id"] == run_id
+    for tag in ("run_id", "git_commit", "data_hash", "params_hash"):
+        assert version["tags"][tag] == (run_id if tag == "run_id" else tracked["tags"][tag])
+
+
+def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
+    pipeline: Project, tmp_path: Path
+) -> None:
+    rows = pd.read_csv(pipeline.path / "data" / "processed" / "test.csv").drop(columns="target")
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    pipeline.make("predict", INPUT=str(tmp_path / "rows.csv"), OUTPUT=str(tmp_path / "file.csv"))
+    version = json.loads((pipeline.path / "reports" / "registered.json").read_text())["version"]
+    script = (
+        "import sys, pandas as pd\n"
+        f"from {pipeline.package} import config, tracking\n"
+        f"from {pipeline.package}.predict import predict\n"
+        "model = tracking.load_registered(config.MODEL_NAME, sys.argv[1])\n"
+        "predict(model, pd.read_csv(sys.argv[2])).to_csv(sys.argv[3], index=False)\n"
+    )
+    pipeline.python("-c", script, version, str(tmp_path / "rows.csv"), str(tmp_path / "reg.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "reg.csv"), pd.read_csv(tmp_path / "file.csv")
+    )
+
+
+def test_an_experiment_with_another_parameter_changes_the_metrics(pipeline: Project) -> None:
+    baseline = json.loads((pipeline.path / "reports" / "metrics.json").read_text())
+    try:
+        pipeline.python(
+            "-m",
+            "dvc",
+            "exp",
+            "run",
+            "--name",
+            "shallow",
+            "-S",
+            "train.n_estimators=3",
+            "-S",
+            "train.max_depth=1",
+        )
+        shown = json.loads(pipeline.python("-m", "dvc", "exp", "show", "--json").stdout)
+        listed = experiment_metrics(shown, "shallow")
+        changed = json.loads((pipeline.path / "reports" / "metrics.json").read_text())
+        assert listed == changed != baseline
+    finally:
+        restore(pipeline)
+    assert json.loads((pipeline.path / "reports" / "metrics.json").read_text()) == baseline
+
+
+def test_corrupt_source_data_stops_the_pipeline_at_validate(pipeline: Project) -> None:
+    frame = pd.read_csv(raw_data(pipeline))
+    feature = frame.columns[0]
+    frame.loc[5, feature] = -3.0
+    frame.loc[9, frame.columns[3]] = None
+    (pipeline.path / "corrupt.csv").write_text(frame.to_csv(index=False))
+    before, versions = outputs(pipeline), registry(pipeline)["versions"]
+    params = pipeline.path / "params.yaml"
+    try:
+        params.write_text(params.read_text().replace("source: bundled", "source: corrupt.csv"))
+        result = pipeline.make("train", check=False)
+        assert result.returncode != 0
+        assert "Running stage 'validate'" in result.stdout
+        assert "Running stage 'features'" not in result.stdout
+        errors = result.stdout + result.stderr
+        assert f"column '{feature}' fails in_range" in errors
+        assert f"column '{frame.columns[3]}' fails not_nullable" in errors
+        assert outputs(pipeline) == before, "a downstream output changed"
+        assert registry(pipeline)["versions"] == versions
+    finally:
+        (pipeline.path / "corrupt.csv").unlink()
+        restore(pipeline)
+
+
+def test_a_model_under_the_gate_is_not_registered(pipeline: Project) -> None:
+    versions = registry(pipeline)["versions"]
+    params = pipeline.path / "params.yaml"
+    try:
+        params.write_text(params.read_text().replace("min_accuracy: 0.85", "min_accuracy: 1.01"))
+        result = pipeline.make("train", check=False)
+        assert result.returncode != 0
+        assert "Running stage 'register'" in result.stdout
+        assert "accuracy = " in result.stderr and "register.min_accuracy = 1.01" in result.stderr
+        assert registry(pipeline)["versions"] == versions
+    finally:
+        restore(pipeline)
+
+
+def test_the_training_workflow_s_commands_run_green(pipeline: Project) -> None:
+    """train.yml runs `make install`, `make train`, `make push`, `make report`."""
+    workflow = yaml.safe_load((pipeline.path / ".github" / "workflows" / "train.yml").read_text())
+    steps = " ".join(step.get("run", "") for step in workflow["jobs"]["train"]["steps"])
+    for target in ("install", "train", "push", "report"):
+        assert f"make {target}" in steps or f"make --silent {target}" in steps
+    pipeline.make("push")
+    remote = pipeline.path.parent / f"{pipeline.answers['project_slug']}-dvc-storage"
+    assert len(list(remote.rglob("*"))) >= len(PIPELINE_STAGES)
+    params = pipeline.path / "params.yaml"
+    try:
+        params.write_text(params.read_text().replace("n_estimators: 200", "n_estimators: 50"))
+        pipeline.make("train")
+        report = pipeline.make("report").stdout
+        assert "| Path" in report and "accuracy" in report
+        assert "train.n_estimators" in report and "200" in report and "50" in report
+    finally:
+        restore(pipeline)
+
+
+# A team tracking server -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (sqlite backend, local artifacts, loopback), from its own
+    environment with the full mlflow package, stopped by its process id."""
+    venv = CACHE / "mlflow-server-env"
+    if not (venv / "bin" / "mlflow").exists():
+        run(
+            [tool("uv"), "venv", "--quiet", "--python", str(Path(tool("python"))), str(venv)], CACHE
+        )
+        run(
+            [
+                tool("uv"),
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(venv / "bin" / "python"),
+                f"mlflow=={MLFLOW_SERVER_VERSION}",
+            ],
+            CACHE,
+        )
+    home = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    log = (home / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(venv / "bin" / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{home / 'server.db'}",
+            "--artifacts-destination",
+            str(home / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", process, timeout=120)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_the_pipeline_tracks_and_registers_on_a_team_server(
+    pipeline: Project, mlflow_server: str
+) -> None:
+    env = {**pipeline.env, "MLFLOW_TRACKING_URI": mlflow_server}
+    try:
+        forced = [
+            str(pipeline.tools.python),
+            "-m",
+            "dvc",
+            "repro",
+            "--force",
+            "--downstream",
+            "train",
+        ]
+        run(forced, pipeline.path, env)
+        state = registry(pipeline, uri=mlflow_server)
+        assert state["uri"] == mlflow_server
+        assert len(state["runs"]) == 1 and len(state["versions"]) == 1
+        tracked = state["runs"][0]
+        assert tracked["metrics"]["accuracy"] > 0.8
+        assert {"git_commit", "data_hash", "params_hash"} <= set(tracked["tags"])
+        assert len(tracked["artifacts"]) == 3
+        answer = httpx.get(
+            f"{mlflow_server}/api/2.0/mlflow/registered-models/get",
+            params={"name": pipeline.answers["project_slug"]},
+            timeout=10,
+        ).json()
+        assert answer["registered_model"]["latest_versions"][0]["run_id"] == tracked["id"]
+        local = registry(pipeline)
+        assert tracked["id"] not in {run["id"] for run in local["runs"]}, "went to the server"
+    finally:
+        restore(pipeline)
