@@ -242,6 +242,7 @@ def level_context(level: int) -> dict[str, Any]:
         "level_name": LEVELS[level].name if known else "",
         "level_summary": LEVELS[level].summary if known else "",
         "next_level": LEVELS[level + 1] if known and level + 1 < len(LEVELS) else None,
+        "next_capabilities": [cap.name for cap in CAPABILITIES if cap.level == level + 1],
     }
 
 

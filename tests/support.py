@@ -183,6 +183,8 @@ class ProjectEnv:
             DVC_NO_ANALYTICS="1",
             PRE_COMMIT_HOME=str(self.pre_commit_home),
             UV_COMPILE_BYTECODE="1",
+            # One mypy cache for every project: the third-party modules are the same.
+            MYPY_CACHE_DIR=str(CACHE / "mypy"),
             PYTHONWARNINGS="ignore::DeprecationWarning",
         )
         env.update(extra)

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,17 +36,10 @@ from support import (
 pytestmark = pytest.mark.slow
 
 MLFLOW_SERVER_VERSION = "3.17.2"  # the generated projects' mlflow-skinny pin
-TIMINGS = CACHE / "timings.json"  # measured here, reported in docs/benchmarks.md
 
 
 def pipeline_levels() -> list[int]:
     return [level for level in selected_levels(built_only=True) if level >= 2]
-
-
-def record_timing(name: str, seconds: float) -> None:
-    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-    timings[name] = round(seconds, 2)
-    TIMINGS.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
 
 
 def registry(project: Project, *, uri: str | None = None) -> dict[str, Any]:
@@ -66,7 +58,8 @@ print(json.dumps({{
               "tags": r.data.tags,
               "artifacts": [a.path for a in client.list_artifacts(r.info.run_id, "plots")]}}
              for r in runs],
-    "versions": [{{"version": v.version, "run_id": v.run_id, "tags": v.tags}} for v in versions],
+    "versions": [{{"version": str(v.version), "run_id": v.run_id, "tags": v.tags}}
+                 for v in versions],
 }}))
 """
     env = project.env if uri is None else {**project.env, "MLFLOW_TRACKING_URI": uri}
@@ -119,9 +112,7 @@ def pipeline(request: pytest.FixtureRequest, render: Render, project_env: Projec
     project.make("install")
     git(project.path, "add", "--all")
     git(project.path, "commit", "--quiet", "--message", "Generate project")
-    started = time.monotonic()
     project.make("train")
-    record_timing(f"level-{level} dvc repro from clean", time.monotonic() - started)
     git(project.path, "add", "--all")
     git(project.path, "commit", "--quiet", "--message", "First pipeline run")
     return project
@@ -143,9 +134,7 @@ def test_a_clean_repro_runs_every_stage(pipeline: Project) -> None:
 
 def test_a_second_repro_does_nothing(pipeline: Project) -> None:
     before = registry(pipeline)
-    started = time.monotonic()
     result = pipeline.make("train")
-    record_timing(f"level-{pipeline.level} dvc repro, nothing changed", time.monotonic() - started)
     for stage in PIPELINE_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in result.stdout, result.stdout
     assert "Running stage" not in result.stdout

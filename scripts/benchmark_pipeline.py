@@ -1,0 +1,97 @@
+"""Time the level-2 pipeline: a clean `dvc repro` next to a no-op one, and each stage's
+share of the clean run, on a fresh render in the tests' shared environment.
+
+    .venv/bin/python scripts/benchmark_pipeline.py [--repeat 3]
+
+Prints a Markdown table; docs/benchmarks.md records the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from copier import run_copy  # noqa: E402
+from support import (  # noqa: E402
+    CACHE,
+    Project,
+    ProjectEnv,
+    git,
+    open_project,
+    run,
+    snapshot_template,
+    tool,
+)
+
+
+def timed(project: Project, *targets: str) -> tuple[float, str]:
+    started = time.perf_counter()
+    result = project.make(*targets)
+    return time.perf_counter() - started, result.stdout
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="clean runs to time")
+    args = parser.parse_args()
+
+    venv = CACHE / "project-env"
+    if not (venv / "bin" / "python").exists():
+        run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], ROOT)
+    tools = ProjectEnv(venv=venv, pre_commit_home=CACHE / "pre-commit")
+    with tempfile.TemporaryDirectory() as scratch:
+        template = snapshot_template(Path(scratch) / "template")
+        clean: list[float] = []
+        noop: list[float] = []
+        stages: dict[str, list[float]] = {}
+        for attempt in range(args.repeat):
+            destination = Path(scratch) / f"run{attempt}" / "project"
+            run_copy(
+                str(template),
+                destination,
+                data={"maturity_level": 2},
+                defaults=True,
+                unsafe=True,
+                quiet=True,
+                vcs_ref="v0.1.0",
+            )
+            project = open_project(destination, tools)
+            project.make("install")
+            git(destination, "add", "--all")
+            git(destination, "commit", "--quiet", "--message", "Generate project")
+            seconds, _ = timed(project, "train")
+            clean.append(seconds)
+            seconds, output = timed(project, "train")
+            assert "Running stage" not in output
+            noop.append(seconds)
+            for stage in ("ingest", "validate", "features", "train", "evaluate", "register"):
+                started = time.perf_counter()
+                project.python("-m", f"{project.package}.{stage}")
+                stages.setdefault(stage, []).append(time.perf_counter() - started)
+            shutil.rmtree(destination.parent)
+
+    def row(name: str, values: list[float]) -> str:
+        return (
+            f"| {name} | {statistics.median(values):.1f} s | {min(values):.1f} s | {len(values)} |"
+        )
+
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, byte-compiled environment\n")
+    print("| what | median | fastest | runs |\n|---|---|---|---|")
+    print(row("`dvc repro` from clean (six stages, MLflow store created)", clean))
+    print(row("`dvc repro` with nothing changed", noop))
+    for stage, values in stages.items():
+        print(row(f"stage `{stage}` alone (`python -m <package>.{stage}`)", values))
+    print(f"\nclean / no-op: {statistics.median(clean) / statistics.median(noop):.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
