@@ -130,3 +130,54 @@ def test_every_level_renders_lint_clean_code(rendered: tuple[int, Path]) -> None
     else:
         run([tool("ruff"), "check", "."], project)
     run([tool("ruff"), "format", "--check", *settings, "."], project)
+
+
+def test_secret_files_are_git_ignored(rendered: tuple[int, Path]) -> None:
+    _, project = rendered
+    for name in (".env", ".env.production", "deploy.pem", "service.key", ".dvc/config.local"):
+        assert (
+            run(["git", "check-ignore", "--no-index", name], project, check=False).returncode == 0
+        ), name
+
+
+def test_the_readme_walks_through_the_manual_process_until_a_pipeline_runs_it(
+    rendered: tuple[int, Path],
+) -> None:
+    level, project = rendered
+    readme = (project / "README.md").read_text()
+    caps = capabilities(level)
+    package = "tabular_classifier"
+    stages = [f"python -m {package}.{stage}" for stage in ("features", "train", "evaluate")]
+    manual = [
+        f"python -m {package}.ingest",
+        "dvc add data",
+        *stages,
+        "dvc add models",
+        "make serve",
+    ]
+    if caps["has_pipeline"]:
+        assert "## The pipeline" in readme and "dvc repro" in readme
+    else:
+        assert "## The process, step by step" in readme
+        steps = readme[readme.index("## The process") :]
+        positions = [steps.index(step) for step in manual]
+        assert positions == sorted(positions), "the steps are out of order"
+    assert ("Nothing runs it for you" in readme) == (not caps["has_ci"])
+
+
+def test_template_blocks_leave_tidy_whitespace(rendered: tuple[int, Path]) -> None:
+    """Jinja's whitespace control is easy to get wrong: no doubled blank lines outside
+    Python, a blank line before every Markdown heading and every Makefile target."""
+    _, project = rendered
+    for name in rendered_files(project):
+        text = (project / name).read_text(encoding="utf-8")
+        if not name.endswith((".py", ".ipynb", "LICENSE")):
+            assert "\n\n\n" not in text, f"two blank lines in a row in {name}"
+        lines = text.splitlines()
+        for number, line in enumerate(lines[1:], start=1):
+            before = lines[number - 1]
+            if name.endswith(".md") and line.startswith("#") and not before.startswith("```"):
+                in_code = text[: text.find(line)].count("```") % 2 == 1
+                assert in_code or before == "", f"{name}:{number + 1} heading without a blank line"
+            if name == "Makefile" and line.startswith(".PHONY") and not before.startswith("#"):
+                assert before == "", f"Makefile:{number + 1} target without a blank line"
