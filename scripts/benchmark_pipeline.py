@@ -24,8 +24,7 @@ from support import (  # noqa: E402
     CACHE,
     Project,
     ProjectEnv,
-    git,
-    open_project,
+    installed,
     run,
     snapshot_template,
     tool,
@@ -63,10 +62,7 @@ def main() -> int:
                 quiet=True,
                 vcs_ref="v0.1.0",
             )
-            project = open_project(destination, tools)
-            project.make("install")
-            git(destination, "add", "--all")
-            git(destination, "commit", "--quiet", "--message", "Generate project")
+            project = installed(destination, tools)
             seconds, _ = timed(project, "train")
             clean.append(seconds)
             seconds, output = timed(project, "train")

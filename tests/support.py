@@ -90,8 +90,15 @@ class Run:
     def __str__(self) -> str:
         return (
             f"$ {' '.join(self.args)}\n(exit {self.returncode})\n"
-            f"--- stdout ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-6000:]}"
+            f"--- stdout ---\n{clip(self.stdout)}\n--- stderr ---\n{clip(self.stderr)}"
         )
+
+
+def clip(text: str, keep: int = 20000) -> str:
+    """Long output without its middle: failures show up at the start or the end."""
+    if len(text) <= 2 * keep:
+        return text
+    return f"{text[:keep]}\n[... {len(text) - 2 * keep} characters ...]\n{text[-keep:]}"
 
 
 def run(
@@ -229,6 +236,15 @@ def open_project(path: Path, tools: ProjectEnv) -> Project:
     """A rendered project, at the level its answers file records."""
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text(encoding="utf-8"))
     return Project(path, int(answers["maturity_level"]), answers, tools)
+
+
+def installed(path: Path, tools: ProjectEnv) -> Project:
+    """A rendered project after its own `make install`, with everything committed once."""
+    project = open_project(path, tools)
+    project.make("install")
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "--message", "Generate project")
+    return project
 
 
 PIPELINE_STAGES = ("ingest", "validate", "features", "train", "evaluate", "register")

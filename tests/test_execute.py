@@ -23,8 +23,8 @@ from support import (
     ProjectEnv,
     free_port,
     git,
+    installed,
     ladder,
-    open_project,
     raw_data,
     recorded_md5,
     run,
@@ -42,11 +42,7 @@ pytestmark = pytest.mark.slow
 def project(request: pytest.FixtureRequest, render: Render, project_env: ProjectEnv) -> Project:
     """A fresh render of the level, installed with its own `make install` and committed."""
     level: int = request.param
-    project = open_project(render(f"exec{level}", maturity_level=level), project_env)
-    project.make("install")
-    git(project.path, "add", "--all")
-    git(project.path, "commit", "--quiet", "--message", "Generate project")
-    return project
+    return installed(render(f"exec{level}", maturity_level=level), project_env)
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +276,9 @@ def test_schema_fuzzing_over_http_finds_no_server_error(trained: Project, server
             "--checks",
             "not_a_server_error,status_code_conformance,response_schema_conformance",
             "--max-examples",
-            "40",
+            "25",
+            "--seed",
+            "20261126",  # repeatable: a failure here reproduces with the same cases
             "--workers",
             "1",
         ],

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from support import (
     ProjectEnv,
     free_port,
     git,
-    open_project,
+    installed,
     raw_data,
     recorded_md5,
     run,
@@ -104,14 +105,24 @@ def restore(project: Project) -> None:
     project.python("-m", "dvc", "checkout", "--force")
 
 
+@contextmanager
+def params_changed(project: Project, old: str, new: str) -> Iterator[None]:
+    """params.yaml with ``old`` replaced by ``new``; the committed state afterwards."""
+    params = project.path / "params.yaml"
+    text = params.read_text()
+    assert old in text, old
+    params.write_text(text.replace(old, new))
+    try:
+        yield
+    finally:
+        restore(project)
+
+
 @pytest.fixture(scope="module", params=pipeline_levels(), ids=lambda level: f"level-{level}")
 def pipeline(request: pytest.FixtureRequest, render: Render, project_env: ProjectEnv) -> Project:
     """A fresh render, installed, whose whole pipeline ran once from clean and was committed."""
     level: int = request.param
-    project = open_project(render(f"pipeline{level}", maturity_level=level), project_env)
-    project.make("install")
-    git(project.path, "add", "--all")
-    git(project.path, "commit", "--quiet", "--message", "Generate project")
+    project = installed(render(f"pipeline{level}", maturity_level=level), project_env)
     project.make("train")
     git(project.path, "add", "--all")
     git(project.path, "commit", "--quiet", "--message", "First pipeline run")
@@ -214,16 +225,17 @@ def test_an_experiment_with_another_parameter_changes_the_metrics(pipeline: Proj
     assert json.loads((pipeline.path / "reports" / "metrics.json").read_text()) == baseline
 
 
-def test_corrupt_source_data_stops_the_pipeline_at_validate(pipeline: Project) -> None:
+def test_corrupt_source_data_stops_the_pipeline_at_validate(
+    pipeline: Project, tmp_path: Path
+) -> None:
     frame = pd.read_csv(raw_data(pipeline))
     feature = frame.columns[0]
     frame.loc[5, feature] = -3.0
     frame.loc[9, frame.columns[3]] = None
-    (pipeline.path / "corrupt.csv").write_text(frame.to_csv(index=False))
+    source = tmp_path / "corrupt.csv"
+    frame.to_csv(source, index=False)
     before, versions = outputs(pipeline), registry(pipeline)["versions"]
-    params = pipeline.path / "params.yaml"
-    try:
-        params.write_text(params.read_text().replace("source: bundled", "source: corrupt.csv"))
+    with params_changed(pipeline, "source: bundled", f"source: {source}"):
         result = pipeline.make("train", check=False)
         assert result.returncode != 0
         assert "Running stage 'validate'" in result.stdout
@@ -233,23 +245,16 @@ def test_corrupt_source_data_stops_the_pipeline_at_validate(pipeline: Project) -
         assert f"column '{frame.columns[3]}' fails not_nullable" in errors
         assert outputs(pipeline) == before, "a downstream output changed"
         assert registry(pipeline)["versions"] == versions
-    finally:
-        (pipeline.path / "corrupt.csv").unlink()
-        restore(pipeline)
 
 
 def test_a_model_under_the_gate_is_not_registered(pipeline: Project) -> None:
     versions = registry(pipeline)["versions"]
-    params = pipeline.path / "params.yaml"
-    try:
-        params.write_text(params.read_text().replace("min_accuracy: 0.85", "min_accuracy: 1.01"))
+    with params_changed(pipeline, "min_accuracy: 0.85", "min_accuracy: 1.01"):
         result = pipeline.make("train", check=False)
         assert result.returncode != 0
         assert "Running stage 'register'" in result.stdout
         assert "accuracy = " in result.stderr and "register.min_accuracy = 1.01" in result.stderr
         assert registry(pipeline)["versions"] == versions
-    finally:
-        restore(pipeline)
 
 
 def test_the_training_workflow_s_commands_run_green(pipeline: Project) -> None:
@@ -261,15 +266,11 @@ def test_the_training_workflow_s_commands_run_green(pipeline: Project) -> None:
     pipeline.make("push")
     remote = pipeline.path.parent / f"{pipeline.answers['project_slug']}-dvc-storage"
     assert len(list(remote.rglob("*"))) >= len(PIPELINE_STAGES)
-    params = pipeline.path / "params.yaml"
-    try:
-        params.write_text(params.read_text().replace("n_estimators: 200", "n_estimators: 50"))
+    with params_changed(pipeline, "n_estimators: 200", "n_estimators: 50"):
         pipeline.make("train")
         report = pipeline.make("report").stdout
         assert "| Path" in report and "accuracy" in report
         assert "train.n_estimators" in report and "200" in report and "50" in report
-    finally:
-        restore(pipeline)
 
 
 # A team tracking server -------------------------------------------------------------------
