@@ -123,12 +123,12 @@ def test_variants_render_lint_clean_code(render: Render, answers: dict[str, str]
 def test_every_level_renders_lint_clean_code(rendered: tuple[int, Path]) -> None:
     """Ruff with the project's settings where it has them, the same rules where not."""
     level, project = rendered
-    settings: list[str] = []
+    settings = ["--no-cache"]  # the render is shared: leave no files behind
     if not capabilities(level)["has_precommit"]:
-        settings = ["--isolated", "--line-length", "100"]
+        settings += ["--isolated", "--line-length", "100"]
         run([tool("ruff"), "check", *settings, "--select", "E,W,F,I,B,UP,SIM,RUF", "."], project)
     else:
-        run([tool("ruff"), "check", "."], project)
+        run([tool("ruff"), "check", *settings, "."], project)
     run([tool("ruff"), "format", "--check", *settings, "."], project)
 
 
