@@ -73,6 +73,11 @@ def selected_levels(built_only: bool = False) -> list[int]:
     return levels
 
 
+def dataset_named(name: str) -> Any:
+    """The dataset table's record for ``name``."""
+    return next(dataset for dataset in ladder().DATASETS if dataset.name == name)
+
+
 def capabilities(level: int) -> dict[str, bool]:
     caps: dict[str, bool] = ladder().capabilities_at(level)
     return caps
@@ -214,6 +219,10 @@ class Project:
     @property
     def package(self) -> str:
         return str(self.answers["package_name"])
+
+    @property
+    def dataset(self) -> Any:
+        return dataset_named(str(self.answers["dataset"]))
 
     @property
     def env(self) -> dict[str, str]:

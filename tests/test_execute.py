@@ -24,7 +24,6 @@ from support import (
     free_port,
     git,
     installed,
-    ladder,
     raw_data,
     recorded_md5,
     run,
@@ -94,8 +93,7 @@ def test_the_raw_snapshot_is_versioned_by_dvc_and_ignored_by_git(trained: Projec
     assert recorded_md5(trained, raw) == hashlib.md5(raw.read_bytes()).hexdigest()
     assert git(trained.path, "check-ignore", str(raw)).returncode == 0
     frame = pd.read_csv(raw)
-    dataset = next(d for d in ladder().DATASETS if d.name == trained.answers["dataset"])
-    assert list(frame.columns) == [*dataset.features, "target"]
+    assert list(frame.columns) == [*trained.dataset.features, "target"]
     for split in ("train", "test"):
         assert (trained.path / "data" / "processed" / f"{split}.csv").is_file()
     assert "up to date" in trained.python("-m", "dvc", "status").stdout
@@ -246,7 +244,7 @@ def test_served_predictions_equal_the_pipeline_s(
 def test_bad_requests_are_refused_with_the_field_named(trained: Project, server: Server) -> None:
     if not trained.caps["has_request_logs"]:
         pytest.skip(f"level {trained.level} makes no promise about bad input")
-    dataset = next(d for d in ladder().DATASETS if d.name == trained.answers["dataset"])
+    dataset = trained.dataset
     row = dataset.example_row
     missing = {key: value for key, value in row.items() if key != dataset.features[0]}
     response = httpx.post(f"{server.url}/predict", json=missing, timeout=10)
@@ -293,7 +291,7 @@ def test_every_request_writes_one_json_log_line(trained: Project, server: Server
     """Runs last against the server: it stops it to read everything the service printed."""
     if not trained.caps["has_request_logs"]:
         pytest.skip(f"level {trained.level} has no request logs")
-    row = next(d for d in ladder().DATASETS if d.name == trained.answers["dataset"]).example_row
+    row = trained.dataset.example_row
     sent = {f"log-test-{index}": status for index, status in enumerate([200, 422, 200, 404])}
     for request_id, status in sent.items():
         path = "/nowhere" if status == 404 else "/predict"

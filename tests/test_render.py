@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import Render
-from support import ROOT, capabilities, ladder, rendered_files, run, tool
+from support import ROOT, capabilities, dataset_named, ladder, rendered_files, run, tool
 
 TEMPLATE = ROOT / "template"
 
@@ -110,8 +110,7 @@ def test_variants_render_lint_clean_code(render: Render, answers: dict[str, str]
     assert pyproject["project"]["requires-python"] == f">={answers.get('python_version', '3.11')}"
     package = answers.get("package_name", "tabular_classifier")
     schema = (project / "src" / package / "schema.py").read_text()
-    name = answers.get("dataset", "breast_cancer")
-    dataset = next(dataset for dataset in ladder().DATASETS if dataset.name == name)
+    dataset = dataset_named(answers.get("dataset", "breast_cancer"))
     assert all(f"    {feature}: Feature" in schema for feature in dataset.features)
     slug = answers.get("project_slug", "tabular-classifier")
     expected = answers.get("dvc_remote", f"../{slug}-dvc-storage")
