@@ -13,6 +13,7 @@ The template's tests load it by path and read the same tables.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from copier_template_extensions import ContextHook
@@ -75,6 +76,11 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/ingest.py", "src/{package}/features.py", "src/{package}/train.py",
         "src/{package}/evaluate.py", "src/{package}/predict.py", "src/{package}/py.typed",
     )),
+    Capability("has_data_contract", 0,
+               "one data contract names the data; `make contract` infers it from a file", (
+        "data/contract.yaml", "src/{package}/contract.py",
+    )),
+    Capability("has_both_tasks", 0, "classification (text labels) and regression alike"),
     Capability("has_data_versioning", 0, "data layout, DVC initialised, a local DVC remote", (
         ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/.gitkeep",
         "data/interim/.gitkeep", "data/processed/.gitkeep", "models/.gitkeep",
@@ -146,80 +152,43 @@ CAPABILITIES: tuple[Capability, ...] = (
 
 @dataclass(frozen=True)
 class Dataset:
-    """A real tabular dataset that a dependency (scikit-learn) ships: no network."""
+    """A real tabular dataset that a dependency ships, so no network is needed. Its data
+    contract, ``extensions/contracts/<name>.yaml``, is what the generated project's own
+    ``make contract`` infers from it (``scripts/contracts.py`` writes and checks them)."""
 
     name: str
-    loader: str  # the sklearn.datasets function
     summary: str
-    class_names: tuple[str, ...]
-    features: tuple[str, ...]  # snake_case column names, as ingest writes them
-    example: tuple[float, ...]  # the dataset's first row, for docs and OpenAPI examples
-    ranges: tuple[tuple[float, float], ...]  # each feature's observed (min, max)
+    task: str  # classification or regression
+    target: str  # the column to predict, as the source spells it
+    requirement: str = ""  # the pinned package that ships it, beyond scikit-learn
 
     @property
-    def example_row(self) -> dict[str, float]:
-        return dict(zip(self.features, self.example, strict=True))
+    def source(self) -> str:
+        return f"bundled:{self.name}"
 
     @property
-    def bounds(self) -> list[tuple[str, float, float]]:
-        """Plausible bounds per feature for data validation: the observed range widened by
-        its span on each side, never below zero for a feature never seen negative."""
-        result = []
-        for name, (low, high) in zip(self.features, self.ranges, strict=True):
-            span = high - low
-            floor = max(0.0, low - span) if low >= 0 else low - span
-            result.append((name, float(f"{floor:.4g}"), float(f"{high + span:.4g}")))
-        return result
+    def contract_file(self) -> Path:
+        return Path(__file__).resolve().parent / "contracts" / f"{self.name}.yaml"
 
 
 # fmt: off
 DATASETS: tuple[Dataset, ...] = (
-    Dataset(
-        "breast_cancer", "load_breast_cancer",
-        "Wisconsin diagnostic breast cancer: 569 tumours, 30 measurements, benign or malignant",
-        ("malignant", "benign"),
-        ("mean_radius", "mean_texture", "mean_perimeter", "mean_area", "mean_smoothness",
-         "mean_compactness", "mean_concavity", "mean_concave_points", "mean_symmetry",
-         "mean_fractal_dimension", "radius_error", "texture_error", "perimeter_error",
-         "area_error", "smoothness_error", "compactness_error", "concavity_error",
-         "concave_points_error", "symmetry_error", "fractal_dimension_error",
-         "worst_radius", "worst_texture", "worst_perimeter", "worst_area",
-         "worst_smoothness", "worst_compactness", "worst_concavity",
-         "worst_concave_points", "worst_symmetry", "worst_fractal_dimension"),
-        (17.99, 10.38, 122.8, 1001.0, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871,
-         1.095, 0.9053, 8.589, 153.4, 0.006399, 0.04904, 0.05373, 0.01587, 0.03003,
-         0.006193, 25.38, 17.33, 184.6, 2019.0, 0.1622, 0.6656, 0.7119, 0.2654, 0.4601,
-         0.1189),
-        ((6.981, 28.11), (9.71, 39.28), (43.79, 188.5), (143.5, 2501.0), (0.05263, 0.1634),
-         (0.01938, 0.3454), (0.0, 0.4268), (0.0, 0.2012), (0.106, 0.304),
-         (0.04996, 0.09744), (0.1115, 2.873), (0.3602, 4.885), (0.757, 21.98),
-         (6.802, 542.2), (0.001713, 0.03113), (0.002252, 0.1354), (0.0, 0.396),
-         (0.0, 0.05279), (0.007882, 0.07895), (0.0008948, 0.02984), (7.93, 36.04),
-         (12.02, 49.54), (50.41, 251.2), (185.2, 4254.0), (0.07117, 0.2226),
-         (0.02729, 1.058), (0.0, 1.252), (0.0, 0.291), (0.1565, 0.6638), (0.05504, 0.2075),),
-    ),
-    Dataset(
-        "wine", "load_wine",
-        "Wine recognition: 178 wines, 13 chemical measurements, three cultivars",
-        ("class_0", "class_1", "class_2"),
-        ("alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols",
-         "flavanoids", "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue",
-         "od280_od315_of_diluted_wines", "proline"),
-        (14.23, 1.71, 2.43, 15.6, 127.0, 2.8, 3.06, 0.28, 2.29, 5.64, 1.04, 3.92, 1065.0),
-        ((11.03, 14.83), (0.74, 5.8), (1.36, 3.23), (10.6, 30.0), (70.0, 162.0),
-         (0.98, 3.88), (0.34, 5.08), (0.13, 0.66), (0.41, 3.58), (1.28, 13.0), (0.48, 1.71),
-         (1.27, 4.0), (278.0, 1680.0),),
-    ),
-    Dataset(
-        "iris", "load_iris",
-        "Fisher's iris: 150 flowers, 4 measurements, three species",
-        ("setosa", "versicolor", "virginica"),
-        ("sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"),
-        (5.1, 3.5, 1.4, 0.2),
-        ((4.3, 7.9), (2.0, 4.4), (1.0, 6.9), (0.1, 2.5),),
-    ),
+    Dataset("breast_cancer",
+            "Wisconsin diagnostic breast cancer: 569 tumours, 30 measurements, benign or "
+            "malignant (scikit-learn)", "classification", "target"),
+    Dataset("wine", "Wine recognition: 178 wines, 13 chemical measurements, three cultivars "
+            "(scikit-learn)", "classification", "target"),
+    Dataset("iris", "Fisher's iris: 150 flowers, 4 measurements, three species (scikit-learn)",
+            "classification", "target"),
+    Dataset("diabetes", "Diabetes: 442 patients, 10 measurements, disease progression a year "
+            "later, a number to predict (scikit-learn)", "regression", "target"),
+    Dataset("penguins", "Palmer penguins: 344 penguins, numbers and categories with missing "
+            "values, three species as text labels (palmerpenguins, CC0 data)",
+            "classification", "species", "palmerpenguins==0.1.6"),
 )
 # fmt: on
+OWN_DATA = "own"  # the answer for the user's own file: its contract comes from `make contract`
+
 
 # The base image of the serving container, pinned to a full release per Python version.
 BASE_IMAGES: dict[str, str] = {
@@ -258,5 +227,13 @@ class ContextUpdater(ContextHook):
             level = -1
         context.update(level_context(level))
         by_name = {dataset.name: dataset for dataset in DATASETS}
-        context["dataset_info"] = by_name.get(str(context.get("dataset")), DATASETS[0])
+        dataset = by_name.get(str(context.get("dataset")))
+        context["dataset_info"] = dataset
+        context["own_data"] = context.get("dataset") == OWN_DATA
+        # The bundled dataset's contract, rendered as data/contract.yaml (none for own data:
+        # the project's `make contract` writes it from the user's file).
+        shipped = dataset.contract_file if dataset else None
+        context["dataset_contract"] = (
+            shipped.read_text(encoding="utf-8") if shipped and shipped.is_file() else ""
+        )
         context["base_image"] = BASE_IMAGES.get(str(context.get("python_version")), "")

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import httpx
+import yaml
 from copier import run_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,8 +78,9 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/health", server)
-        row = ladder().DATASETS[0].example_row
-        print(f"\n==> POST {url}/predict (the dataset's first row)")
+        contract = yaml.safe_load((destination / "data" / "contract.yaml").read_text())
+        row = contract["example"]
+        print(f"\n==> POST {url}/predict (the example row in data/contract.yaml)")
         response = httpx.post(f"{url}/predict", json=row, timeout=10)
         response.raise_for_status()
         print(json.dumps(response.json(), indent=2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,14 @@ def capabilities_table() -> list[str]:
 
 
 def datasets_table() -> list[str]:
-    lines = ["| dataset | what it is | classes | features |", "|---|---|---|---|"]
+    lines = ["| dataset | what it is | task | target | features |", "|---|---|---|---|---|"]
     for dataset in ladder().DATASETS:
+        contract = yaml.safe_load(dataset.contract_file.read_text(encoding="utf-8"))
+        kinds = Counter(feature["kind"] for feature in contract["features"])
+        described = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
         lines.append(
-            f"| `{dataset.name}` | {dataset.summary} | {', '.join(dataset.class_names)} "
-            f"| {len(dataset.features)} |"
+            f"| `{dataset.name}` | {dataset.summary} | {dataset.task} | `{dataset.target}` "
+            f"| {described} |"
         )
     return lines
 
@@ -93,7 +97,9 @@ def reference() -> str:
         "",
         "## Datasets",
         "",
-        "Each ships with scikit-learn, so a generated project runs with no network.",
+        "Each ships with a dependency, so a generated project runs with no network. Its",
+        "data contract (`extensions/contracts/<name>.yaml`) is what the project's own",
+        "`make contract` infers from it. The answer `own` takes your file instead.",
         "",
         *datasets_table(),
         "",

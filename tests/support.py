@@ -6,11 +6,13 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -18,6 +20,8 @@ from types import ModuleType
 from typing import Any
 
 import httpx
+import numpy as np
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +80,22 @@ def selected_levels(built_only: bool = False) -> list[int]:
 def dataset_named(name: str) -> Any:
     """The dataset table's record for ``name``."""
     return next(dataset for dataset in ladder().DATASETS if dataset.name == name)
+
+
+def selected_runs() -> list[tuple[int, str]]:
+    """(level, dataset) pairs the slow tier executes: every built level on the default
+    dataset, and each other bundled dataset at one level (spread over the CI matrix's
+    levels), filtered by ``$LEVELS`` like the levels themselves."""
+    default = str(questions()["dataset"]["default"])
+    built = selected_levels(built_only=True)
+    runs = [(level, default) for level in built]
+    extra = {"penguins": 1, "diabetes": 2}  # mixed types at level 1, regression at level 2
+    runs += [(level, name) for name, level in extra.items() if level in built]
+    return runs
+
+
+def run_id(run: tuple[int, str]) -> str:
+    return f"level-{run[0]}-{run[1]}"
 
 
 def capabilities(level: int) -> dict[str, bool]:
@@ -221,8 +241,23 @@ class Project:
         return str(self.answers["package_name"])
 
     @property
-    def dataset(self) -> Any:
-        return dataset_named(str(self.answers["dataset"]))
+    def contract(self) -> dict[str, Any]:
+        """The project's data contract, as YAML reads it."""
+        text = (self.path / "data" / "contract.yaml").read_text(encoding="utf-8")
+        contract: dict[str, Any] = yaml.safe_load(text)
+        return contract
+
+    @property
+    def target(self) -> str:
+        return str(self.contract["target"]["name"])
+
+    @property
+    def features(self) -> list[str]:
+        return [str(feature["name"]) for feature in self.contract["features"]]
+
+    @property
+    def classifies(self) -> bool:
+        return bool(self.contract["task"] == "classification")
 
     @property
     def env(self) -> dict[str, str]:
@@ -275,7 +310,7 @@ def recorded_md5(project: Project, path: Path) -> str:
 
 
 def raw_data(project: Project) -> Path:
-    return project.path / "data" / "raw" / f"{project.answers['dataset']}.csv"
+    return project.path / "data" / "raw" / "data.csv"
 
 
 def free_port() -> int:
@@ -296,3 +331,74 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 6
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+@dataclass
+class Server:
+    """A generated project's service, running as a real process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    stdout: Path  # a file, not a pipe: an unread pipe fills up and blocks the server
+
+    def stop(self) -> str:
+        """Stop it (the whole process group: make and the Python it started); its output."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.stdout.read_text()
+
+
+@contextmanager
+def serving(project: Project, stdout: Path, **settings: str) -> Iterator[Server]:
+    """`make serve` on a free port, answering `/health`; stopped by its process group.
+    ``settings`` are more environment variables (``SERVING_LOG_LEVEL="WARNING"``)."""
+    port = free_port()
+    with stdout.open("wb") as sink:
+        process = subprocess.Popen(
+            ["make", "serve", f"PYTHON={project.tools.python}"],
+            cwd=project.path,
+            env=project.tools.env_for(project.path, SERVING_PORT=str(port), **settings),
+            stdout=sink,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    running = Server(f"http://127.0.0.1:{port}", process, stdout)
+    try:
+        wait_for_http(f"{running.url}/health", process)
+        yield running
+    finally:
+        running.stop()
+
+
+def awkward_table(rows: int = 400, seed: int = 7) -> pd.DataFrame:
+    """A user's table nobody designed for the template: headers with capitals, spaces and
+    dots, an identifier, a constant, a flag, missing values in numbers and categories,
+    and text labels that follow from the features (so a model can learn them)."""
+    rng = np.random.default_rng(seed)
+    income = rng.normal(52_000, 15_000, rows).round(2)
+    home = rng.choice(["RENT", "OWN", "MORTGAGE"], rows)
+    approved = (income > 50_000) | (home == "OWN")
+    frame = pd.DataFrame(
+        {
+            "Loan ID": [f"L-{index:06d}" for index in range(rows)],
+            "Annual Income": income,
+            "Home Ownership": home,
+            "Yrs Since.PhD": rng.integers(0, 40, rows),
+            "Has Co-Signer": rng.choice([True, False], rows),
+            "Branch": "Wellington",
+            "Loan Status": np.where(approved, "approved", "rejected"),
+        }
+    )
+    frame.loc[rng.choice(rows, 15, replace=False), "Annual Income"] = np.nan
+    frame["Home Ownership"] = frame["Home Ownership"].astype(object)
+    frame.loc[rng.choice(rows, 10, replace=False), "Home Ownership"] = None
+    return frame
+
+
+AWKWARD_TARGET = "Loan Status"

@@ -3,6 +3,7 @@ tracking and registry, and the training workflow's commands, on a fresh render."
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -106,9 +107,12 @@ def restore(project: Project) -> None:
 
 
 @contextmanager
-def params_changed(project: Project, old: str, new: str) -> Iterator[None]:
-    """params.yaml with ``old`` replaced by ``new``; the committed state afterwards."""
-    params = project.path / "params.yaml"
+def params_changed(
+    project: Project, old: str, new: str, file: str = "params.yaml"
+) -> Iterator[None]:
+    """``file`` (params.yaml, or another) with ``old`` replaced by ``new``; the committed
+    state afterwards."""
+    params = project.path / file
     text = params.read_text()
     assert old in text, old
     params.write_text(text.replace(old, new))
@@ -184,7 +188,8 @@ def test_every_run_is_tracked_with_its_lineage_and_registered(pipeline: Project)
 def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
     pipeline: Project, tmp_path: Path
 ) -> None:
-    rows = pd.read_csv(pipeline.path / "data" / "processed" / "test.csv").drop(columns="target")
+    test_set = pd.read_csv(pipeline.path / "data" / "processed" / "test.csv")
+    rows = test_set.drop(columns=pipeline.target)
     rows.to_csv(tmp_path / "rows.csv", index=False)
     pipeline.make("predict", INPUT=str(tmp_path / "rows.csv"), OUTPUT=str(tmp_path / "file.csv"))
     version = json.loads((pipeline.path / "reports" / "registered.json").read_text())["version"]
@@ -192,8 +197,10 @@ def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
         "import sys, pandas as pd\n"
         f"from {pipeline.package} import config, tracking\n"
         f"from {pipeline.package}.predict import predict\n"
+        f"from {pipeline.package}.contract import load, read_frame\n"
         "model = tracking.load_registered(config.MODEL_NAME, sys.argv[1])\n"
-        "predict(model, pd.read_csv(sys.argv[2])).to_csv(sys.argv[3], index=False)\n"
+        "rows = read_frame(sys.argv[2], load())\n"
+        "predict(model, rows, load()).to_csv(sys.argv[3], index=False)\n"
     )
     pipeline.python("-c", script, version, str(tmp_path / "rows.csv"), str(tmp_path / "reg.csv"))
     pd.testing.assert_frame_equal(
@@ -225,6 +232,75 @@ def test_an_experiment_with_another_parameter_changes_the_metrics(pipeline: Proj
     assert json.loads((pipeline.path / "reports" / "metrics.json").read_text()) == baseline
 
 
+def package_imports(project: Project, module: str) -> set[str]:
+    """The package's modules that ``module`` imports, transitively, itself included. (The
+    package's ``__init__`` is left out: it holds no logic that shapes an output.)"""
+    package_dir = project.path / "src" / project.package
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or not (package_dir / f"{name}.py").is_file():
+            continue
+        seen.add(name)
+        tree = ast.parse((package_dir / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == project.package:
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                f"{project.package}."
+            ):
+                todo.append((node.module or "").split(".")[1])
+    return seen
+
+
+def loads_the_contract(project: Project, module: str) -> bool:
+    """Whether the stage's module calls the contract module's ``load()``."""
+    tree = ast.parse((project.path / "src" / project.package / f"{module}.py").read_text())
+    return any(
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "load"
+        for node in ast.walk(tree)
+    )
+
+
+def test_every_stage_lists_the_modules_it_imports_and_the_contract_it_reads(
+    pipeline: Project,
+) -> None:
+    stages = yaml.safe_load((pipeline.path / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == list(PIPELINE_STAGES)
+    for stage, spec in stages.items():
+        listed = {dep for dep in spec["deps"] if dep.startswith("src/")}
+        imported = {
+            f"src/{pipeline.package}/{name}.py" for name in package_imports(pipeline, stage)
+        }
+        assert listed == imported, stage
+        assert ("data/contract.yaml" in spec["deps"]) == loads_the_contract(pipeline, stage), stage
+
+
+def dvc_changed(project: Project) -> set[str]:
+    """The stages `dvc status` reports as changed."""
+    status = json.loads(project.python("-m", "dvc", "status", "--json").stdout or "{}")
+    return {name.split(":")[-1] for name in status}
+
+
+def test_an_edit_reruns_exactly_the_stages_that_read_it(pipeline: Project) -> None:
+    assert dvc_changed(pipeline) == set()
+    contract = pipeline.contract
+    numeric = next(f for f in contract["features"] if f.get("bounds"))
+    low, high = numeric["bounds"]
+    readers = {"ingest", "validate", "features", "train", "evaluate"}
+    text = (pipeline.path / "data" / "contract.yaml").read_text()
+    old = f"bounds: [{low}, {high}]"
+    assert old in text
+    with params_changed(pipeline, old, f"bounds: [{low}, {high * 2}]", file="data/contract.yaml"):
+        assert dvc_changed(pipeline) == readers
+    with params_changed(pipeline, "n_estimators: 200", "n_estimators: 150"):
+        assert dvc_changed(pipeline) == {"train"}
+    with params_changed(pipeline, "min_roc_auc: 0.9", "min_roc_auc: 0.8"):
+        assert dvc_changed(pipeline) == {"register"}
+    assert dvc_changed(pipeline) == set()
+
+
 def test_corrupt_source_data_stops_the_pipeline_at_validate(
     pipeline: Project, tmp_path: Path
 ) -> None:
@@ -232,10 +308,12 @@ def test_corrupt_source_data_stops_the_pipeline_at_validate(
     feature = frame.columns[0]
     frame.loc[5, feature] = -3.0
     frame.loc[9, frame.columns[3]] = None
+    frame.loc[11, pipeline.target] = "a class never seen"
     source = tmp_path / "corrupt.csv"
     frame.to_csv(source, index=False)
     before, versions = outputs(pipeline), registry(pipeline)["versions"]
-    with params_changed(pipeline, "source: bundled", f"source: {source}"):
+    bundled = f"source: {pipeline.contract['source']}"
+    with params_changed(pipeline, bundled, f"source: {source}", file="data/contract.yaml"):
         result = pipeline.make("train", check=False)
         assert result.returncode != 0
         assert "Running stage 'validate'" in result.stdout
@@ -243,6 +321,7 @@ def test_corrupt_source_data_stops_the_pipeline_at_validate(
         errors = result.stdout + result.stderr
         assert f"column '{feature}' fails in_range" in errors
         assert f"column '{frame.columns[3]}' fails not_nullable" in errors
+        assert f"column '{pipeline.target}' fails isin" in errors
         assert outputs(pipeline) == before, "a downstream output changed"
         assert registry(pipeline)["versions"] == versions
 

@@ -31,6 +31,13 @@ BAD_ANSWERS = [
     ("maturity_level", 7, "7"),
     ("dataset", "mnist", "mnist"),
 ]
+OWN_DATA_ANSWERS = [
+    ({"data_source": ""}, "must not be empty"),
+    ({"data_source": "data/loans.xlsx"}, "is not a CSV or Parquet file"),
+    ({"data_source": "bundled:iris.csv"}, "names a shipped dataset"),
+    ({"target_column": " "}, "must not be empty"),
+    ({"target_column": 'say "y"'}, "without double quotes"),
+]
 
 
 @pytest.mark.parametrize(
@@ -54,6 +61,24 @@ def test_a_bad_answer_is_refused_with_a_message_and_writes_nothing(
         )
     assert message in str(refusal.value)
     assert not destination.exists()
+
+
+@pytest.mark.parametrize(("answers", "message"), OWN_DATA_ANSWERS, ids=lambda v: str(v)[:24])
+def test_a_bad_answer_about_the_user_s_file_is_refused(
+    template: Path, tmp_path: Path, answers: dict[str, str], message: str
+) -> None:
+    with pytest.raises((ValueError, UserMessageError)) as refusal:
+        run_copy(
+            str(template),
+            tmp_path / "project",
+            data={"dataset": "own", **answers},
+            defaults=True,
+            unsafe=True,
+            quiet=True,
+            vcs_ref="v0.1.0",
+        )
+    assert message in str(refusal.value)
+    assert not (tmp_path / "project").exists()
 
 
 def test_a_bad_tracking_uri_is_refused_where_the_level_asks_for_it(
@@ -84,7 +109,7 @@ def test_defaults_derive_from_earlier_answers(render: object) -> None:
 def test_the_options_match_the_tables() -> None:
     table = ladder()
     assert choices("maturity_level") == [level.number for level in table.LEVELS]
-    assert choices("dataset") == [dataset.name for dataset in table.DATASETS]
+    assert choices("dataset") == [dataset.name for dataset in table.DATASETS] + [table.OWN_DATA]
     assert set(choices("python_version")) == set(table.BASE_IMAGES)
     labels = list(questions()["maturity_level"]["choices"])
     for label, level in zip(labels, table.LEVELS, strict=True):

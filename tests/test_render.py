@@ -91,6 +91,9 @@ def test_every_capability_name_is_used_where_it_is_defined() -> None:
     [
         {"dataset": "wine"},
         {"dataset": "iris"},
+        {"dataset": "diabetes"},
+        {"dataset": "penguins"},
+        {"dataset": "own", "data_source": "data/external/loans.csv", "target_column": "Loan St"},
         {"package_name": "a" * 30, "project_slug": "b" * 50},
         {"python_version": "3.13", "license": "Apache-2.0"},
         {"license": "BSD-3-Clause"},
@@ -108,10 +111,14 @@ def test_variants_render_lint_clean_code(render: Render, answers: dict[str, str]
     run([tool("ruff"), "format", "--check", "--no-cache", "."], project)
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     assert pyproject["project"]["requires-python"] == f">={answers.get('python_version', '3.11')}"
-    package = answers.get("package_name", "tabular_classifier")
-    schema = (project / "src" / package / "schema.py").read_text()
-    dataset = dataset_named(answers.get("dataset", "breast_cancer"))
-    assert all(f"    {feature}: Feature" in schema for feature in dataset.features)
+    contract = (project / "data" / "contract.yaml").read_text()
+    if answers.get("dataset") == "own":  # a contract for `make contract` to fill in
+        seed = yaml.safe_load(contract)
+        assert seed == {"source": answers["data_source"], "target": {"column": "Loan St"}}
+        assert "make contract" in (project / "README.md").read_text()
+    else:
+        shipped = dataset_named(answers.get("dataset", "breast_cancer")).contract_file
+        assert contract == shipped.read_text()
     slug = answers.get("project_slug", "tabular-classifier")
     expected = answers.get("dvc_remote", f"../{slug}-dvc-storage")
     if not expected.startswith(("/", "s3://")):

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from conftest import Render
 from copier import run_update
-from support import ProjectEnv, git, ladder, open_project, rendered_files, selected_levels
+from support import (
+    AWKWARD_TARGET,
+    ProjectEnv,
+    awkward_table,
+    git,
+    ladder,
+    open_project,
+    rendered_files,
+    selected_levels,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +70,13 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
     package_dir = path / "src" / project.package
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "Generate project")
+    own_data = (low, high) == (1, 2)  # this user swapped the bundled data for their own
+    if own_data:
+        project.make("install")
+        (path / "data" / "external").mkdir(parents=True)
+        awkward_table().to_csv(path / "data" / "external" / "loans.csv", index=False)
+        project.make("contract", SOURCE="data/external/loans.csv", TARGET=AWKWARD_TARGET)
+    contract = (path / "data" / "contract.yaml").read_text()
     project.make("data")  # the user versions the raw snapshot before climbing
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "Version the raw data")
@@ -71,9 +87,9 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
     features = package_dir / "features.py"
     features.write_text(
         features.read_text()
-        + "\n\ndef class_balance(frame: pd.DataFrame) -> pd.Series:\n"
+        + "\n\ndef class_balance(frame: pd.DataFrame, target: str) -> pd.Series:\n"
         + '    """Share of each class: added by the user."""\n'
-        + "    return frame[TARGET].value_counts(normalize=True)\n"
+        + "    return frame[target].value_counts(normalize=True)\n"
     )
     git(path, "commit", "--quiet", "--all", "--message", "User edits")
 
@@ -82,6 +98,7 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
     assert not conflicted(path), conflicted(path)
     assert "n_estimators: 150" in params.read_text()
     assert "def class_balance" in features.read_text()
+    assert (path / "data" / "contract.yaml").read_text() == contract, "the contract changed"
     climbed = open_project(path, project_env)
     assert climbed.level == high
     files = rendered_files(path)
@@ -94,6 +111,8 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
     climbed.make("install")
     climbed.make("data")
     climbed.make("train")
+    if own_data:
+        assert "loan_status" in (path / "data" / "raw" / "data.csv").read_text().splitlines()[0]
     if climbed.caps["has_tests"]:
         climbed.make("test")
     if climbed.caps["has_precommit"]:
