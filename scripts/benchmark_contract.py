@@ -27,8 +27,7 @@ import pyarrow.csv as pacsv
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from copier import run_copy  # noqa: E402
-from support import CACHE, Project, ProjectEnv, open_project, run, snapshot_template, tool  # noqa: E402
+from support import Project, own_data_project, run  # noqa: E402
 
 TARGET = "label"
 FLOATS = 24
@@ -113,27 +112,6 @@ def write_csv(path: Path, rows: int, seed: int = 0) -> None:
             writer.write_batch(pa.record_batch(columns, schema=schema))
 
 
-def rendered(scratch: Path) -> Project:
-    """A project for a user's own data, installed in the tests' shared environment."""
-    template = snapshot_template(scratch / "template")
-    destination = scratch / "project"
-    run_copy(
-        str(template),
-        destination,
-        data={"maturity_level": 0, "dataset": "own", "data_source": "data/external/x.csv"},
-        defaults=True,
-        unsafe=True,
-        quiet=True,
-        vcs_ref="v0.1.0",
-    )
-    venv = CACHE / "project-env"
-    if not (venv / "bin" / "python").exists():
-        run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], ROOT)
-    project = open_project(destination, ProjectEnv(venv=venv, pre_commit_home=CACHE / "pc"))
-    project.make("install")
-    return project
-
-
 def measure(project: Project, what: str, path: Path) -> dict[str, float]:
     """One measurement, in a fresh process of the project's Python."""
     args = [str(project.tools.python), "-c", MEASURE, what, str(path), project.package, TARGET]
@@ -162,7 +140,7 @@ def main() -> int:
             f"{megabytes(size)} MB, written in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        project = rendered(Path(scratch))
+        project = own_data_project(Path(scratch))
         with path.open("rb") as file:  # in the page cache before the first measurement
             while file.read(1 << 24):
                 pass

@@ -21,13 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from copier import run_copy  # noqa: E402
 from support import (  # noqa: E402
-    CACHE,
     Project,
-    ProjectEnv,
     installed,
-    run,
+    shared_project_env,
     snapshot_template,
-    tool,
 )
 
 
@@ -42,10 +39,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="clean runs to time")
     args = parser.parse_args()
 
-    venv = CACHE / "project-env"
-    if not (venv / "bin" / "python").exists():
-        run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], ROOT)
-    tools = ProjectEnv(venv=venv, pre_commit_home=CACHE / "pre-commit")
+    tools = shared_project_env()
     with tempfile.TemporaryDirectory() as scratch:
         template = snapshot_template(Path(scratch) / "template")
         clean: list[float] = []

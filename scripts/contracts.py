@@ -17,35 +17,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from copier import run_copy
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from support import CACHE, ProjectEnv, ladder, open_project, run, snapshot_template, tool  # noqa: E402
+from support import ladder, own_data_project, run, tool  # noqa: E402
 
 
 def infer_all(scratch: Path) -> dict[str, str]:
     """Each bundled dataset's contract, as the generated project infers it."""
-    template = snapshot_template(scratch / "template")
-    destination = scratch / "project"
-    run_copy(
-        str(template),
-        destination,
-        data={"maturity_level": 0, "dataset": "own", "data_source": "data/external/x.csv"},
-        defaults=True,
-        unsafe=True,
-        quiet=True,
-        vcs_ref="v0.1.0",
-    )
-    venv = CACHE / "project-env"
-    if not (venv / "bin" / "python").exists():
-        run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], ROOT)
-    project = open_project(destination, ProjectEnv(venv=venv, pre_commit_home=CACHE / "pc"))
-    project.make("install")
+    project = own_data_project(scratch)
     extras = [dataset.requirement for dataset in ladder().DATASETS if dataset.requirement]
     if extras:
         uv = [tool("uv"), "pip", "install", "--quiet", "--python", str(project.tools.python)]
-        run([*uv, *extras], destination)
+        run([*uv, *extras], project.path)
     contracts = {}
     for dataset in ladder().DATASETS:
         output = scratch / f"{dataset.name}.yaml"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from copier import run_copy
-from support import CACHE, ProjectEnv, run, selected_levels, snapshot_template, tool
+from support import ProjectEnv, selected_levels, shared_project_env, snapshot_template
 
 Render = Callable[..., Path]
 
@@ -48,10 +47,5 @@ def rendered(request: pytest.FixtureRequest, render: Render) -> tuple[int, Path]
 
 @pytest.fixture(scope="session")
 def project_env() -> ProjectEnv:
-    """One virtual environment for every generated project, byte-compiled, under .cache/
-    (kept between runs; `uv pip install` then only checks it). Projects install
-    themselves into it with their own `make install`."""
-    venv = CACHE / "project-env"
-    if not (venv / "bin" / "python").exists():
-        run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], CACHE.parent)
-    return ProjectEnv(venv=venv, pre_commit_home=CACHE / "pre-commit")
+    """One virtual environment for every generated project (see shared_project_env)."""
+    return shared_project_env()

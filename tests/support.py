@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import yaml
+from copier import run_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"  # git-ignored: the shared project environment and tool caches
@@ -223,6 +224,17 @@ class ProjectEnv:
         return env
 
 
+def shared_project_env() -> ProjectEnv:
+    """The one byte-compiled environment every generated project runs in, under .cache/
+    (kept between runs; `uv pip install` then only checks it). Projects install
+    themselves into it with their own `make install`."""
+    venv = CACHE / "project-env"
+    if not (venv / "bin" / "python").exists():
+        CACHE.mkdir(exist_ok=True)
+        run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], CACHE)
+    return ProjectEnv(venv=venv, pre_commit_home=CACHE / "pre-commit")
+
+
 @dataclass
 class Project:
     """A rendered project and how to run its own commands."""
@@ -280,6 +292,26 @@ def open_project(path: Path, tools: ProjectEnv) -> Project:
     """A rendered project, at the level its answers file records."""
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text(encoding="utf-8"))
     return Project(path, int(answers["maturity_level"]), answers, tools)
+
+
+def own_data_project(scratch: Path) -> Project:
+    """A level-0 project for a user's own data (the answer that needs no shipped
+    contract), rendered from this working tree into ``scratch`` and installed in the
+    shared environment: its contract module infers contracts for the scripts."""
+    template = snapshot_template(scratch / "template")
+    destination = scratch / "project"
+    run_copy(
+        str(template),
+        destination,
+        data={"maturity_level": 0, "dataset": "own", "data_source": "data/external/x.csv"},
+        defaults=True,
+        unsafe=True,
+        quiet=True,
+        vcs_ref="v0.1.0",
+    )
+    project = open_project(destination, shared_project_env())
+    project.make("install")
+    return project
 
 
 def installed(path: Path, tools: ProjectEnv) -> Project:
