@@ -19,10 +19,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from copier import run_copy  # noqa: E402
 from support import (  # noqa: E402
     Project,
     installed,
+    render_project,
     shared_project_env,
     snapshot_template,
 )
@@ -47,15 +47,7 @@ def main() -> int:
         stages: dict[str, list[float]] = {}
         for attempt in range(args.repeat):
             destination = Path(scratch) / f"run{attempt}" / "project"
-            run_copy(
-                str(template),
-                destination,
-                data={"maturity_level": 2},
-                defaults=True,
-                unsafe=True,
-                quiet=True,
-                vcs_ref="v0.1.0",
-            )
+            render_project(template, destination, maturity_level=2)
             project = installed(destination, tools)
             seconds, _ = timed(project, "train")
             clean.append(seconds)

@@ -35,13 +35,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from copier import run_copy  # noqa: E402
 from support import (  # noqa: E402
     Project,
     ProjectEnv,
     Server,
     git,
     open_project,
+    render_project,
     run,
     serving,
     snapshot_template,
@@ -118,17 +118,8 @@ def build(name: str, folder: Path, template: Path) -> Side:
     """Render the template at level 1 (defaults) into ``folder``, install it into its own
     environment there (the two sides share a package name), then `make data` and
     `make train`."""
-    destination = folder / "project"
-    log(f"{name}: render level {LEVEL} into {destination}")
-    run_copy(
-        str(template),
-        destination,
-        data={"maturity_level": LEVEL},
-        defaults=True,
-        unsafe=True,
-        quiet=True,
-        vcs_ref="v0.1.0",
-    )
+    log(f"{name}: render level {LEVEL} into {folder / 'project'}")
+    destination = render_project(template, folder / "project", maturity_level=LEVEL)
     run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(folder / "venv")], folder)
     tools = ProjectEnv(venv=folder / "venv", pre_commit_home=folder / "pre-commit")
     side = Side(name, open_project(destination, tools))

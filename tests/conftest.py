@@ -7,8 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from copier import run_copy
-from support import ProjectEnv, selected_levels, shared_project_env, snapshot_template
+from support import (
+    ProjectEnv,
+    render_project,
+    selected_levels,
+    shared_project_env,
+    snapshot_template,
+)
 
 Render = Callable[..., Path]
 
@@ -23,17 +28,7 @@ def render(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Render:
     """Render the template with the defaults plus ``answers`` into a new folder."""
 
     def _render(name: str = "project", **answers: Any) -> Path:
-        destination = tmp_path_factory.mktemp(name) / "project"
-        run_copy(
-            str(template),
-            destination,
-            data=answers,
-            defaults=True,
-            unsafe=True,
-            quiet=True,
-            vcs_ref="v0.1.0",
-        )
-        return destination
+        return render_project(template, tmp_path_factory.mktemp(name) / "project", **answers)
 
     return _render
 

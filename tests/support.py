@@ -294,20 +294,31 @@ def open_project(path: Path, tools: ProjectEnv) -> Project:
     return Project(path, int(answers["maturity_level"]), answers, tools)
 
 
-def own_data_project(scratch: Path) -> Project:
-    """A level-0 project for a user's own data (the answer that needs no shipped
-    contract), rendered from this working tree into ``scratch`` and installed in the
-    shared environment: its contract module infers contracts for the scripts."""
-    template = snapshot_template(scratch / "template")
-    destination = scratch / "project"
+def render_project(template: Path, destination: Path, **answers: Any) -> Path:
+    """Copier's copy of ``template`` (a snapshot: see snapshot_template) into
+    ``destination``, on the defaults plus ``answers``, trusted, as the tests render."""
     run_copy(
         str(template),
         destination,
-        data={"maturity_level": 0, "dataset": "own", "data_source": "data/external/x.csv"},
+        data=answers,
         defaults=True,
         unsafe=True,
         quiet=True,
         vcs_ref="v0.1.0",
+    )
+    return destination
+
+
+def own_data_project(scratch: Path) -> Project:
+    """A level-0 project for a user's own data (the answer that needs no shipped
+    contract), rendered from this working tree into ``scratch`` and installed in the
+    shared environment: its contract module infers contracts for the scripts."""
+    destination = render_project(
+        snapshot_template(scratch / "template"),
+        scratch / "project",
+        maturity_level=0,
+        dataset="own",
+        data_source="data/external/x.csv",
     )
     project = open_project(destination, shared_project_env())
     project.make("install")

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from copier import run_copy
 from copier.errors import CopierAnswersInterrupt, UserMessageError
-from support import choices, ladder, questions
+from support import choices, ladder, questions, render_project
 
 BAD_ANSWERS = [
     ("project_name", "", "must start with a letter"),
@@ -50,15 +49,7 @@ def test_a_bad_answer_is_refused_with_a_message_and_writes_nothing(
 ) -> None:
     destination = tmp_path / "project"
     with pytest.raises((ValueError, UserMessageError, CopierAnswersInterrupt)) as refusal:
-        run_copy(
-            str(template),
-            destination,
-            data={question: answer},
-            defaults=True,
-            unsafe=True,
-            quiet=True,
-            vcs_ref="v0.1.0",
-        )
+        render_project(template, destination, **{question: answer})
     assert message in str(refusal.value)
     assert not destination.exists()
 
@@ -68,15 +59,7 @@ def test_a_bad_answer_about_the_user_s_file_is_refused(
     template: Path, tmp_path: Path, answers: dict[str, str], message: str
 ) -> None:
     with pytest.raises((ValueError, UserMessageError)) as refusal:
-        run_copy(
-            str(template),
-            tmp_path / "project",
-            data={"dataset": "own", **answers},
-            defaults=True,
-            unsafe=True,
-            quiet=True,
-            vcs_ref="v0.1.0",
-        )
+        render_project(template, tmp_path / "project", dataset="own", **answers)
     assert message in str(refusal.value)
     assert not (tmp_path / "project").exists()
 
@@ -86,14 +69,11 @@ def test_a_bad_tracking_uri_is_refused_where_the_level_asks_for_it(
 ) -> None:
     tracking_level = next(cap.level for cap in ladder().CAPABILITIES if cap.name == "has_tracking")
     with pytest.raises(ValueError, match="is not a tracking URI"):
-        run_copy(
-            str(template),
+        render_project(
+            template,
             tmp_path / "project",
-            data={"maturity_level": tracking_level, "mlflow_tracking_uri": "mlruns"},
-            defaults=True,
-            unsafe=True,
-            quiet=True,
-            vcs_ref="v0.1.0",
+            maturity_level=tracking_level,
+            mlflow_tracking_uri="mlruns",
         )
     assert not (tmp_path / "project").exists()
 
