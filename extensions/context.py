@@ -130,14 +130,35 @@ CAPABILITIES: tuple[Capability, ...] = (
         ".github/workflows/train.yml",
     )),
     # Level 3: automated model deployment.
-    Capability("has_reference_profile", 3, "training reference profile for drift checks"),
-    Capability("has_promotion", 3, "champion/challenger promotion by margin"),
-    Capability("has_cd", 3, "CD workflow: staging, then production with approval"),
-    Capability("has_traceable_serving", 3, "serves the champion, GET /version"),
-    Capability("has_ab_testing", 3, "a share of traffic to the challenger, sticky by key"),
-    Capability("has_kubernetes", 3, "Deployment, Service and HPA manifests"),
-    Capability("has_service_metrics", 3, "Prometheus /metrics and a prediction log"),
-    Capability("has_model_card", 3, "a model card per registered version"),
+    Capability("has_reference_profile", 3, "training reference profile for drift checks", (
+        "src/{package}/profile.py", "tests/test_profile.py",
+    )),
+    Capability("has_promotion", 3, "champion/challenger promotion by margin", (
+        "src/{package}/promote.py", "tests/test_promote.py",
+    )),
+    Capability("has_model_card", 3, "a model card per registered version", (
+        "src/{package}/card.py", "tests/test_card.py",
+    )),
+    Capability("has_fast_serving", 3,
+               "the model converted to ONNX, gated on parity, served without DataFrames", (
+        "src/{package}/export.py", "src/{package}/serving/runtime.py", "tests/test_export.py",
+    )),
+    Capability("has_traceable_serving", 3, "serves the champion; GET /version and /ready", (
+        "src/{package}/serving/routes/version.py", "tests/test_candidate.py",
+    )),
+    Capability("has_ab_testing", 3, "a share of traffic to the challenger, sticky by key", (
+        "src/{package}/serving/variants.py",
+    )),
+    Capability("has_service_metrics", 3, "Prometheus /metrics and a prediction log", (
+        "src/{package}/serving/metrics.py", "src/{package}/serving/prediction_log.py",
+        "tests/test_service_metrics.py",
+    )),
+    Capability("has_kubernetes", 3, "kustomize base and overlays: Deployment, Service, HPA", (
+        "deploy/kubernetes/*",
+    )),
+    Capability("has_cd", 3, "CD workflow and `make deploy`: staging, then production", (
+        ".github/workflows/deploy.yml", "src/{package}/deploy.py", "tests/test_deploy.py",
+    )),
     # Level 4: full automated operations.
     Capability("has_drift_detection", 4, "per-feature and prediction drift reports"),
     Capability("has_decay_monitoring", 4, "performance on delayed ground truth"),

@@ -1,0 +1,242 @@
+"""The slow tier, levels with a container: the generated project's serving image, built by
+its own `make image` from its own Dockerfile on a real Docker engine, passes its own
+`make smoke`, and answers `/predict` as the unprivileged user the Dockerfile names.
+
+Below the registry the image serves the model baked into it (models/model.joblib); with
+the registry it serves the registered model from the project's MLflow store, which the
+Makefile's SMOKE_ARGS mount into the container. Skipped, with the reason, where no engine
+can run (see tools/docker_engine.py: it starts one as root and builds the base image's
+stand-in where no registry serves it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from conftest import Render
+from support import (
+    Project,
+    ProjectEnv,
+    capabilities,
+    free_port,
+    installed,
+    ladder,
+    questions,
+    run,
+    selected_levels,
+)
+from tools.docker_engine import Engine, Unavailable, ensure_base_image, start_engine
+
+pytestmark = pytest.mark.slow
+
+log = logging.getLogger(__name__)
+
+# Every built level with a container: below the registry (the model in the image) and with
+# it (the model from the store), so each kind of image is built as its level renders it.
+IMAGE_LEVELS = [
+    level for level in selected_levels(built_only=True) if capabilities(level)["has_container"]
+]
+SMOKE_PORT = 8000  # `make smoke` publishes this fixed port
+APP_USER = "10001"  # the Dockerfile's USER
+# What .dockerignore keeps out of the image: history, data, the store, the tests.
+KEPT_OUT = (
+    "/app/.git",
+    "/app/.dvc",
+    "/app/data/raw",
+    "/app/mlflow.db",
+    "/app/mlruns",
+    "/app/tests",
+)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """A Docker engine: the running one, or a dockerd started for this module and stopped
+    after it."""
+    try:
+        running = start_engine(tmp_path_factory.mktemp("docker"))
+    except Unavailable as reason:
+        pytest.skip(f"no Docker engine: {reason}")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def base_image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The base image the Dockerfile pins for the default Python, in the engine (a stand-in
+    from Debian's packages where it cannot be pulled; kept, as a pulled image would be)."""
+    tag: str = ladder().BASE_IMAGES[str(questions()["python_version"]["default"])]
+    try:
+        ensure_base_image(engine, tag, tmp_path_factory.mktemp("base-image"))
+    except Unavailable as reason:
+        pytest.skip(f"no base image: {reason}")
+    return tag
+
+
+@dataclass
+class Built:
+    """A trained project and the image its own `make image` built."""
+
+    project: Project
+    image: str
+    engine: Engine
+
+
+@pytest.fixture(scope="module", params=IMAGE_LEVELS, ids=lambda level: f"level-{level}")
+def built(
+    engine: Engine,
+    base_image: str,
+    request: pytest.FixtureRequest,
+    render: Render,
+    project_env: ProjectEnv,
+) -> Iterator[Built]:
+    """A fresh render of the level, trained (`make data` and `make train`; from level 2
+    `make train` runs the whole pipeline, registration included), and `make image` under a
+    tag of the test's own, removed afterwards."""
+    level: int = request.param
+    project = installed(render(f"image{level}", maturity_level=level), project_env)
+    dockerfile = (project.path / "Dockerfile").read_text(encoding="utf-8")
+    assert f"\nFROM {base_image}\n" in dockerfile, "the Dockerfile pins another base image"
+    if not project.caps["has_pipeline"]:
+        project.make("data")
+    project.make("train")
+    image = f"ladder-test-{project.answers['project_slug']}-level-{level}:{uuid.uuid4().hex[:12]}"
+    try:
+        started = time.monotonic()
+        project.make("image", IMAGE=image)
+        log.info("level %d: `make image` took %.1f s", level, time.monotonic() - started)
+        yield Built(project, image, engine)
+    finally:
+        engine("image", "rm", "--force", image, check=False)
+
+
+def port_is_taken(port: int) -> bool:
+    """Whether something listens on ``port`` (on any address: docker publishes on all)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+        return False
+
+
+def smoke_args(project: Project) -> str:
+    """The Makefile's SMOKE_ARGS as `make smoke` hands them to the shell (empty below the
+    registry): what a container of this project needs to serve locally."""
+    printed = run(
+        [
+            "make",
+            "--silent",
+            "--no-print-directory",
+            "--eval",
+            "print-smoke-args: ; @:$(info $(SMOKE_ARGS))",
+            "print-smoke-args",
+        ],
+        project.path,
+        project.env,
+    )
+    return printed.stdout.strip()
+
+
+def test_the_image_runs_as_its_unprivileged_user_with_only_what_it_needs(built: Built) -> None:
+    config = json.loads(built.engine("image", "inspect", built.image).stdout)[0]["Config"]
+    assert config["User"] == APP_USER
+    assert f"{SMOKE_PORT}/tcp" in config["ExposedPorts"]
+    assert config["Healthcheck"]["Test"], "no HEALTHCHECK"
+    probe = (
+        "import os; from pathlib import Path; print(os.getuid()); "
+        "print(*sorted(str(p) for p in Path('/app').rglob('*') "
+        "if 'site-packages' not in p.parts and '__pycache__' not in p.parts), sep='\\n')"
+    )
+    inside = built.engine("run", "--rm", "--entrypoint", "python", built.image, "-c", probe)
+    uid, *files = inside.stdout.split()
+    assert uid == APP_USER
+    baked = "/app/models/model.joblib" in files
+    assert baked is not built.project.caps["has_registry"], (
+        "the model belongs in the image only below the registry"
+    )
+    leaked = [name for name in files if name.startswith(KEPT_OUT)]
+    assert not leaked, f".dockerignore let these in: {leaked}"
+
+
+def test_make_smoke_passes(built: Built) -> None:
+    container = f"{built.project.package}-smoke"  # the name the Makefile gives it
+    if port_is_taken(SMOKE_PORT):
+        pytest.skip(f"port {SMOKE_PORT} is taken here, and `make smoke` publishes it")
+    if built.engine("container", "inspect", container, check=False).returncode == 0:
+        pytest.skip(f"a container named {container} (not this test's) already exists")
+    try:
+        result = built.project.make("smoke", IMAGE=built.image)
+    finally:
+        built.engine("container", "rm", "--force", container, check=False)
+    assert '"status":"ok"' in result.stdout, str(result)
+    from_registry = '"model_version":"models:/' in result.stdout
+    assert from_registry is built.project.caps["has_registry"], str(result)
+
+
+def wait_for_health(built: Built, container: str, url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        state = built.engine("container", "inspect", "--format", "{{.State.Running}}", container)
+        if state.stdout.strip() != "true":
+            break
+        time.sleep(0.5)
+    logs = built.engine("container", "logs", container, check=False)
+    raise AssertionError(f"{url} did not answer 200:\n{logs.stdout}{logs.stderr}")
+
+
+def test_the_container_predicts_the_contract_s_example(built: Built, tmp_path: Path) -> None:
+    """The image run as a user would, on a free port, with the Makefile's SMOKE_ARGS: the
+    example row `make example` prints is predicted as the project's own CLI predicts it."""
+    project = built.project
+    example = json.loads(project.make("example").stdout)
+    port, container = free_port(), f"ladder-test-{uuid.uuid4().hex[:12]}"
+    # Through the shell, as make runs it: SMOKE_ARGS may quote and substitute (`$(id -u)`).
+    start = (
+        f"{shlex.quote(built.engine.docker)} run --detach --name {container} "
+        f"--publish 127.0.0.1:{port}:{SMOKE_PORT} {smoke_args(project)} {built.image}"
+    )
+    try:
+        started = subprocess.run(["bash", "-c", start], capture_output=True, text=True, check=False)
+        assert started.returncode == 0, started.stderr
+        url = f"http://127.0.0.1:{port}"
+        wait_for_health(built, container, f"{url}/health")
+        response = httpx.post(f"{url}/predict", json=example, timeout=30)
+    finally:
+        built.engine("container", "rm", "--force", container, check=False)
+    assert response.status_code == 200, response.text
+    [served] = response.json()["predictions"]
+
+    rows, output = tmp_path / "rows.csv", tmp_path / "predictions.csv"
+    pd.DataFrame([example]).to_csv(rows, index=False)
+    project.make("predict", INPUT=str(rows), OUTPUT=str(output))
+    expected = pd.read_csv(output, dtype={"label": str}).iloc[0]
+    # A model served through ONNX compares in float32: the same labels, nearly the same
+    # numbers (0.0014 apart at most, measured on a forest); else the very same model.
+    tolerance = 5e-3 if project.caps.get("has_fast_serving") else 1e-9
+    if project.classifies:
+        assert served["label"] == expected["label"]
+        for name, probability in served["probabilities"].items():
+            assert probability == pytest.approx(expected[f"proba_{name}"], abs=tolerance)
+    else:
+        assert served["value"] == pytest.approx(expected["prediction"], abs=tolerance)
