@@ -40,7 +40,7 @@ LEVELS: tuple[Level, ...] = (
           "validation", True),
     Level(3, "Automated model deployment", "Level 1 + continuous delivery",
           "validated models are promoted and deployed by CD, served with metrics and A/B, "
-          "traceable", False),
+          "traceable", True),
     Level(4, "Full MLOps automated operations", "Level 2: CI/CD pipeline automation",
           "drift and decay monitoring, alerts, automatic retraining, audit trail", False),
 )

@@ -1,32 +1,52 @@
-"""Serving throughput before and after a change to the template, side by side in one run
-on one machine: each side rendered at level 1 on the default dataset, installed in its
-own environment, trained, and served as a real process; `wrk` posts one row and a batch
-of rows to each in turn, alternating, round after round.
+"""Serving throughput at level 3: the generated service (ONNX Runtime on the registry's
+champion, with its hooks) against `mlflow models serve` on the same registered model, one
+worker each, loaded by the same `wrk`, alternating, round after round.
 
-    .venv/bin/python scripts/benchmark_serving.py [--before d021dc7] [--seconds 10] [--rounds 3]
+    .venv/bin/python scripts/benchmark_serving.py [--seconds 10] [--rounds 3] [--warmup 3]
 
-"before" is the template at the git ref --before; "after" is this working tree
-(committed or not). Needs `wrk` (installed with apt-get when it is missing). Prints a
-Markdown table and, for each body, the after/before throughput ratio against the budget.
+It renders this working tree (committed or not) at level 3 on the default dataset,
+installs it into the tests' shared environment (.cache/project-env), trains the default
+random forest (version 1, the champion) and a logistic regression (params.yaml
+``train.model: linear``), and registers a copy of each as a challenger for the A/B case.
+Then it serves, each as its own process on a free port:
+
+- the service as deployed (the Kubernetes config map's settings: Prometheus metrics, the
+  prediction log, A/B with ``SERVING_AB_SHARE=0.1`` and a challenger present, JSON request
+  logs at INFO);
+- the service with its hooks off (``SERVING_METRICS=false SERVING_PREDICTION_LOG=
+  SERVING_AB_SHARE=0``);
+- the service forced to scikit-learn (``SERVING_RUNTIME=sklearn``, hooks on);
+- the service with the proposed hot-path changes (a prototype: this script patches the
+  installed package in that process only; the template is not changed), unless
+  ``--no-proposed``;
+- `mlflow models serve --env-manager local -w 1`, from its own environment with the full
+  mlflow package and the model's requirements (.cache/mlflow-serve-env);
+- a bare FastAPI route that answers a constant, under the same uvicorn (the web stack's
+  limit).
+
+`wrk` (``-t1 -c8``, ``--latency``) posts the contract's example row (``make example``) and
+a batch of 100 of it, to each server in turn. Prints the machine, a Markdown table, the
+targets' checks, and (unless ``--no-profile``) an in-process profile of one-row requests:
+CPU time per request of each variant and where it goes.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import io
 import json
-import math
 import os
+import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
-from contextlib import ExitStack
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +56,27 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from support import (  # noqa: E402
+    CACHE,
     Project,
-    ProjectEnv,
-    Server,
-    git,
+    free_port,
     open_project,
     render_project,
     run,
-    serving,
+    shared_project_env,
     snapshot_template,
     tool,
 )
 
-LEVEL = 1
-BUDGET = 0.10  # the change may cost at most this share of the throughput
+LEVEL = 3
+MODELS = {"rf": "random forest (200 trees)", "lr": "logistic regression"}
+MLFLOW_ENV = CACHE / "mlflow-serve-env"
+
+# The targets (from the issue): the service, hooks on, against mlflow models serve.
+SPEEDUP = {("rf", "one row"): 20.0, ("rf", "100 rows"): 10.0, ("lr", "one row"): 2.0}
+SPEEDUP[("lr", "100 rows")] = 2.0
+P99_SHARE = 0.25  # the service's p99 at most this share of mlflow serve's
+HOOKS_BUDGET = 0.10  # the hooks may cost at most this share of the throughput
+BARE_SHARE = 0.5  # one-row throughput at least this share of the bare route's
 
 
 def log(message: str) -> None:
@@ -72,71 +99,532 @@ def ensure_wrk() -> str:
     return found
 
 
-def snapshot_ref(ref: str, destination: Path) -> Path:
-    """The template as it was at ``ref``, as a fresh git repository with one tagged commit
-    (what Copier copies from, like :func:`support.snapshot_template`)."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref], cwd=ROOT, capture_output=True, check=True
+def machine() -> str:
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        model = found.group(1).strip() if found else model
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        found = re.search(r"^MemTotal:\s*(\d+) kB", meminfo.read_text(), re.MULTILINE)
+        memory = f", {int(found.group(1)) / 2**20:.0f} GiB" if found else ""
+    return (
+        f"{os.cpu_count()} CPUs ({model}){memory}, {platform.system()} {platform.release()},"
+        f" Python {platform.python_version()}"
     )
-    destination.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(destination, filter="data")
-    git(destination, "init", "--quiet", "--initial-branch=main")
-    git(destination, "add", "--all")
-    git(destination, "commit", "--quiet", "--message", f"Template at {ref}")
-    git(destination, "tag", "v0.1.0")
-    return destination
+
+
+def load_average() -> str:
+    return "/".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+# The project: render, install, train two models, register challengers ---------------------
+
+
+REGISTRY_SNIPPET = """
+import json, sys
+import mlflow.pyfunc
+from {package} import config, tracking
+
+name, client = config.MODEL_NAME, tracking.client()
+out = {{"name": name, "uri": tracking.tracking_uri(), "models": {{}}}}
+for key, version in json.loads(sys.argv[1]).items():
+    found = client.get_model_version(name, version)
+    copy = client.create_model_version(name, found.source, run_id=found.run_id, tags=found.tags)
+    alias = f"bench-{{key}}-challenger"
+    client.set_registered_model_alias(name, alias, copy.version)
+    requirements = mlflow.pyfunc.get_model_dependencies(f"models:/{{name}}/{{version}}")
+    out["models"][key] = {{
+        "version": str(version),
+        "challenger_version": str(copy.version),
+        "challenger_alias": alias,
+        "runtime": found.tags.get("serving_runtime", ""),
+        "onnx": found.tags.get("onnx", ""),
+        "requirements": open(requirements).read(),
+    }}
+print(json.dumps(out))
+"""
 
 
 @dataclass
-class Side:
-    """One side of the comparison: a rendered project, installed in its own environment
-    and trained."""
-
-    name: str  # as the table shows it
+class Setup:
     project: Project
-
-    def example(self) -> dict[str, Any]:
-        """The dataset's first row, as the project itself records it: the data contract's
-        example, or (before contracts) the ``EXAMPLE`` dict in ``schema.py``."""
-        contract = self.project.path / "data" / "contract.yaml"
-        if contract.is_file():
-            example: dict[str, Any] = yaml.safe_load(contract.read_text())["example"]
-            return example
-        schema = self.project.path / "src" / self.project.package / "schema.py"
-        for node in ast.parse(schema.read_text()).body:
-            target = node.target if isinstance(node, ast.AnnAssign) else None
-            if isinstance(node, ast.Assign) and len(node.targets) == 1:
-                target = node.targets[0]
-            if isinstance(target, ast.Name) and target.id == "EXAMPLE" and node.value:
-                value: dict[str, Any] = ast.literal_eval(node.value)
-                return value
-        raise AssertionError(f"{schema} has no EXAMPLE")
+    row: dict[str, Any]  # the contract's example, as `make example` prints it
+    registry: dict[str, Any]  # the snippet's answer: versions, aliases, requirements
 
 
-def build(name: str, folder: Path, template: Path) -> Side:
-    """Render the template at level 1 (defaults) into ``folder``, install it into its own
-    environment there (the two sides share a package name), then `make data` and
-    `make train`."""
-    log(f"{name}: render level {LEVEL} into {folder / 'project'}")
+def registered_version(project: Project) -> str:
+    return str(json.loads((project.path / "reports/registered.json").read_text())["version"])
+
+
+def build(folder: Path) -> Setup:
+    """Render level 3 on the defaults, install it into the shared environment, train the
+    forest, then the logistic regression, and register a challenger copy of each."""
+    started = time.monotonic()
+    template = snapshot_template(folder / "template")
+    log(f"render level {LEVEL} into {folder / 'project'}")
     destination = render_project(template, folder / "project", maturity_level=LEVEL)
-    run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(folder / "venv")], folder)
-    tools = ProjectEnv(venv=folder / "venv", pre_commit_home=folder / "pre-commit")
-    side = Side(name, open_project(destination, tools))
-    log(f"{name}: make install, make data, make train")
-    side.project.make("install", "data", "train")
-    return side
+    project = open_project(destination, shared_project_env())
+    log("make install; make train (random forest)")
+    project.make("install")
+    project.make("train")
+    versions = {"rf": registered_version(project)}
+    params = project.path / "params.yaml"
+    text, count = re.subn(r"(?m)^(\s+model:\s*)random_forest\b", r"\1linear", params.read_text())
+    assert count == 1, "params.yaml has no train.model: random_forest"
+    params.write_text(text)
+    assert yaml.safe_load(text)["train"]["model"] == "linear"
+    log("make train (train.model=linear)")
+    project.make("train")
+    versions["lr"] = registered_version(project)
+    assert versions["lr"] != versions["rf"], "the logistic regression was not registered"
+    code = REGISTRY_SNIPPET.format(package=project.package)
+    answer = project.python("-c", code, json.dumps(versions)).stdout
+    registry = json.loads(answer.strip().splitlines()[-1])
+    for key, model in registry["models"].items():
+        log(
+            f"{key}: version {model['version']} ({model['onnx']}), challenger copy "
+            f"version {model['challenger_version']} as {model['challenger_alias']!r}"
+        )
+    example = project.make("-s", "example").stdout.strip().splitlines()[-1]
+    log(f"project ready in {time.monotonic() - started:.0f} s")
+    return Setup(project, json.loads(example), registry)
 
 
-@dataclass(frozen=True)
-class Body:
-    name: str
-    payload: Any
-    script: Path  # wrk's Lua script that posts it
+def mlflow_env(setup: Setup) -> Path:
+    """The full mlflow (the version the project pins its mlflow-skinny to) and the models'
+    requirements, in an environment of their own under .cache/ (kept between runs)."""
+    pins = (setup.project.path / "pyproject.toml").read_text()
+    found = re.search(r'"mlflow-skinny==([^"]+)"', pins)
+    assert found, "the project does not pin mlflow-skinny"
+    python = MLFLOW_ENV / "bin" / "python"
+    if not python.exists():
+        log(f"creating {MLFLOW_ENV}")
+        run([tool("uv"), "venv", "--quiet", "--python", tool("python"), str(MLFLOW_ENV)], CACHE)
+    requirements = MLFLOW_ENV / "model-requirements.txt"
+    lines = {f"mlflow=={found.group(1)}"}
+    for model in setup.registry["models"].values():
+        lines.update(line.strip() for line in model["requirements"].splitlines() if line.strip())
+    requirements.write_text("\n".join(sorted(lines)) + "\n")
+    log(f"mlflow serve's environment: uv pip install -r {requirements.name}")
+    env = {**os.environ, "UV_COMPILE_BYTECODE": "1"}
+    install = [tool("uv"), "pip", "install", "--quiet", "--python", str(python)]
+    run([*install, "-r", str(requirements)], CACHE, env)
+    return MLFLOW_ENV
 
 
-def lua_script(path: Path, payload: Any) -> Path:
-    text = json.dumps(payload, separators=(",", ":"))
+# The servers --------------------------------------------------------------------------------
+
+
+BARE_APP = """
+import sys
+
+import uvicorn
+from fastapi import FastAPI, Response
+
+ANSWER = (
+    b'{"predictions":[{"label":"benign","probabilities":{"benign":0.9,"malignant":0.1}}],'
+    b'"model_version":"constant","variant":"champion"}'
+)
+app = FastAPI()
+
+
+@app.post("/predict")
+async def predict() -> Response:
+    return Response(ANSWER, media_type="application/json")
+
+
+@app.get("/ready")
+async def ready() -> Response:
+    return Response(b'{"status":"ready"}', media_type="application/json")
+
+
+# As the service's __main__ runs it (uvicorn picks uvloop and httptools alike).
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+PROPOSED = '''
+"""Prototypes of the proposed changes to the service's hot path. Each patches the installed
+package in this process only (the template is not changed); apply(n) applies the first n,
+in order, before the app is made."""
+
+import importlib
+import logging
+import os
+import queue
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter, ValidationError
+
+PACKAGE = os.environ["BENCH_PACKAGE"]
+
+
+def module(name):
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def async_dependencies():
+    """deps.py: get_settings and get_variants as `async def`: FastAPI runs a plain `def`
+    dependency in its thread pool, two thread hops per request."""
+    deps, predict = module("serving.deps"), module("serving.routes.predict")
+
+    async def get_settings(request: Request):
+        return request.app.state.settings
+
+    async def get_variants(request: Request):
+        return deps.get_variants(request)
+
+    predict.SettingsDep = Annotated[deps.Settings, Depends(get_settings)]
+    predict.VariantsDep = Annotated[deps.Variants, Depends(get_variants)]
+
+
+def route_reads_its_body():
+    """routes/predict.py: the route takes the Request alone; one TypeAdapter(row | batch)
+    .validate_json parses and validates the raw body (errors raised as the same
+    RequestValidationError), settings and variants come from app.state: no JSON decode by
+    the stdlib, no dependencies to solve."""
+    predict, schema = module("serving.routes.predict"), module("schema")
+
+    def router_for(contract):
+        row, answer = schema.request_model(contract), schema.response_model(contract)
+        adapter = TypeAdapter(row | Annotated[list[row], Field(min_length=1)])
+        names = contract.names
+        router = APIRouter(tags=["predictions"])
+
+        @router.post("/predict", response_model=answer)
+        async def predict_rows(request: Request) -> Any:
+            try:
+                payload = adapter.validate_json(await request.body())
+            except ValidationError as error:
+                errors = error.errors(include_url=False)
+                raise RequestValidationError(
+                    [{**item, "loc": ("body", *item["loc"])} for item in errors]
+                ) from None
+            state = request.app.state
+            settings, variants = state.settings, state.variants
+            if variants is None:
+                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, state.model_error)
+            rows = payload if isinstance(payload, list) else [payload]
+            if len(rows) > settings.max_batch_size:
+                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "too many rows")
+            variant, model = variants.choose(request.headers.get(settings.ab_key_header))
+            columns = {name: [getattr(item, name) for item in rows] for name in names}
+            if model.predictor.inline(len(rows)):
+                result = model.predictor.predict(columns, contract)
+            else:
+                result = await run_in_threadpool(model.predictor.predict, columns, contract)
+            predictions = result.predictions()
+            if state.metrics is not None:
+                state.metrics.observe_answer(variant, result)
+            if state.prediction_log is not None:
+                state.prediction_log.write(
+                    {
+                        "request_id": request.state.request_id,
+                        "time": time.time(),
+                        "variant": variant,
+                        "model_version": model.version,
+                        "features": columns,
+                        "predictions": predictions,
+                    }
+                )
+            body = {"predictions": predictions, "model_version": model.version, "variant": variant}
+            return Response(
+                orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+                media_type="application/json",
+                headers={"x-model-variant": variant},
+            )
+
+        return router
+
+    predict.router_for = router_for
+
+
+def one_matrix():
+    """export.py feeds(): all-number features as one np.array of the columns, transposed,
+    instead of one np.asarray per feature and np.column_stack."""
+    export, runtime = module("export"), module("serving.runtime")
+    general = export.feeds
+
+    def feeds(columns, contract):
+        if export.uses_single_input(contract):
+            block = np.array([columns[name] for name in contract.names], np.float32).T
+            return {export.SINGLE_INPUT: np.ascontiguousarray(block)}
+        return general(columns, contract)
+
+    runtime.feeds = feeds
+
+
+def cheaper_hooks():
+    """request_log.py: the line serialised by orjson and written to stdout directly (no
+    LogRecord, Formatter, json.dumps per request); metrics.py observe_request: the labelled
+    children cached per (route, status, variant); prediction_log.py _drain: everything
+    queued goes out in one write."""
+    app, request_log = module("serving.app"), module("serving.request_log")
+    metrics, prediction_log = module("serving.metrics"), module("serving.prediction_log")
+    configure = request_log.configure_logging
+    out = sys.stdout.buffer
+
+    class Lines:
+        def __init__(self, level):
+            self.enabled = logging.getLevelName(level.upper()) <= logging.INFO
+
+        def info(self, message, extra=None):
+            if self.enabled:
+                line = {
+                    "time": datetime.now(UTC).isoformat(),
+                    "level": "INFO",
+                    "logger": f"{PACKAGE}.requests",
+                    "message": message,
+                    **(extra or {}).get("fields", {}),
+                }
+                out.write(orjson.dumps(line) + b"\\n")
+                out.flush()
+
+    def configure_logging(level):
+        configure(level)
+        request_log.logger = Lines(level)
+
+    app.configure_logging = configure_logging
+
+    def observe_request(self, path, code, variant, seconds):
+        cache = self.__dict__.setdefault("_children", {})
+        children = cache.get((path, code, variant))
+        if children is None:
+            route = path if path in metrics.ROUTES else "other"
+            text = str(code)
+            errors = self.errors.labels(route, text, variant) if code >= 400 else None
+            children = (self.requests.labels(route, text, variant), errors,
+                        self.latency.labels(route, variant))  # fmt: skip
+            cache[(path, code, variant)] = children
+        children[0].inc()
+        if children[1] is not None:
+            children[1].inc()
+        children[2].observe(seconds)
+
+    metrics.ServiceMetrics.observe_request = observe_request
+
+    def drain(self):
+        stop = prediction_log._STOP
+        while True:
+            records = [self._queue.get()]
+            try:
+                while len(records) < 1000:
+                    records.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            option = orjson.OPT_SERIALIZE_NUMPY
+            lines = [orjson.dumps(item, option=option) for item in records if item is not stop]
+            if lines:
+                text = b"\\n".join(lines).decode()
+                self._handler.emit(logging.makeLogRecord({"msg": text}))
+            if stop in records:
+                return
+
+    prediction_log.PredictionLog._drain = drain
+
+
+CHANGES = [async_dependencies, route_reads_its_body, one_matrix, cheaper_hooks]
+
+
+def apply(count=len(CHANGES)):
+    for change in CHANGES[:count]:
+        change()
+'''
+
+PROPOSED_LAUNCHER = """
+import importlib
+import os
+
+import proposed
+
+proposed.apply()
+main = importlib.import_module(f"{os.environ['BENCH_PACKAGE']}.serving.__main__").main
+raise SystemExit(main())
+"""
+
+
+@dataclass
+class Server:
+    key: str  # unique, short
+    label: str  # as the table shows it
+    model: str | None  # "rf", "lr", or None (the bare route)
+    kind: str  # service, mlflow, bare
+    args: list[str]
+    env: dict[str, str]
+    cwd: Path
+    ready: str = "/ready"
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    output: Path | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return "/invocations" if self.kind == "mlflow" else "/predict"
+
+
+def wait_ready(server: Server, timeout: float = 240) -> None:
+    """Until the server answers its readiness URL with 200 (a model is loaded)."""
+    assert server.process is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            tail = server.output.read_text()[-3000:] if server.output else ""
+            raise AssertionError(f"{server.label} exited with {server.process.returncode}:\n{tail}")
+        try:
+            if httpx.get(server.url + server.ready, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{server.label}: {server.url}{server.ready} not ready in {timeout} s")
+
+
+@contextmanager
+def serving(server: Server, logs: Path) -> Iterator[Server]:
+    """Start the server on a free port in its own process group; stop that group."""
+    port = free_port()
+    server.url = f"http://127.0.0.1:{port}"
+    server.args = [arg.replace("{port}", str(port)) for arg in server.args]
+    server.env = {name: value.replace("{port}", str(port)) for name, value in server.env.items()}
+    server.output = logs / f"{server.key}.out"
+    with server.output.open("wb") as sink:
+        server.process = subprocess.Popen(
+            server.args,
+            cwd=server.cwd,
+            env=server.env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        if server.process.poll() is None:
+            os.killpg(server.process.pid, signal.SIGINT)
+            try:
+                server.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.process.pid, signal.SIGKILL)
+                server.process.wait()
+
+
+def servers(setup: Setup, scratch: Path, mlflow: Path, proposed: bool) -> list[Server]:
+    project, registry = setup.project, setup.registry
+    python = str(project.tools.python)
+    prototype = scratch / "prototype"
+    prototype.mkdir()
+    (prototype / "proposed.py").write_text(PROPOSED)
+    (prototype / "launch.py").write_text(PROPOSED_LAUNCHER)
+    (scratch / "bare.py").write_text(BARE_APP)
+    logs = scratch / "prediction-logs"
+    found: list[Server] = []
+    for key, model in registry["models"].items():
+        # The deployment's settings (deploy/kubernetes/base/configmap.yaml), on this version.
+        deployed = {
+            "SERVING_MODEL_VERSION": model["version"],
+            "SERVING_CHALLENGER_ALIAS": model["challenger_alias"],
+            "SERVING_AB_SHARE": "0.1",
+            "SERVING_METRICS": "true",
+            "SERVING_LOG_LEVEL": "INFO",
+            "SERVING_PORT": "{port}",
+        }
+        off = {"SERVING_METRICS": "false", "SERVING_PREDICTION_LOG": "", "SERVING_AB_SHARE": "0"}
+        service = [python, "-m", f"{project.package}.serving"]
+        variants = [
+            ("on", "service, hooks on", service, {}),
+            ("off", "service, hooks off", service, off),
+            ("sklearn", "service, scikit-learn, hooks on", service, {"SERVING_RUNTIME": "sklearn"}),
+        ]
+        if proposed:
+            launch = [python, str(prototype / "launch.py")]
+            variants.append(("proposed", "service, hooks on, proposed changes", launch, {}))
+        for name, label, args, extra in variants:
+            settings = {
+                **deployed,
+                "SERVING_PREDICTION_LOG": str(logs / f"{key}-{name}.jsonl"),
+                **extra,
+                "BENCH_PACKAGE": project.package,
+            }
+            env = project.tools.env_for(project.path, **settings)
+            if name == "proposed":
+                env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(prototype)])
+            found.append(Server(f"{key}-{name}", label, key, "service", args, env, project.path))
+        mlflow_args = [
+            str(mlflow / "bin" / "mlflow"),
+            "models",
+            "serve",
+            "--model-uri",
+            f"models:/{registry['name']}/{model['version']}",
+            "--env-manager",
+            "local",
+            "--workers",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+        ]
+        mlflow_vars = {
+            "PATH": os.pathsep.join([str(mlflow / "bin"), os.environ.get("PATH", "")]),
+            "MLFLOW_TRACKING_URI": registry["uri"],
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+        environ = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        environ.update(mlflow_vars)
+        found.append(
+            Server(
+                f"{key}-mlflow",
+                "mlflow models serve",
+                key,
+                "mlflow",
+                mlflow_args,
+                environ,
+                scratch,
+                ready="/health",
+            )
+        )
+    bare_env = project.tools.env_for(project.path)
+    found.append(
+        Server(
+            "bare",
+            "bare FastAPI route (a constant)",
+            None,
+            "bare",
+            [python, str(scratch / "bare.py"), "{port}"],
+            bare_env,
+            scratch,
+        )
+    )
+    return found
+
+
+# Bodies, checks and wrk -----------------------------------------------------------------------
+
+
+BODIES = ("one row", "100 rows")
+
+
+def payload(server: Server, rows: list[dict[str, Any]], body: str) -> Any:
+    if server.kind == "mlflow":
+        return {"dataframe_records": rows}
+    return rows[0] if body == "one row" else rows
+
+
+def lua_script(path: Path, data: Any) -> Path:
+    text = json.dumps(data, separators=(",", ":"))
     assert "]==]" not in text, "the body would close the Lua long bracket"
     path.write_text(
         'wrk.method = "POST"\n'
@@ -146,14 +634,24 @@ def lua_script(path: Path, payload: Any) -> Path:
     return path
 
 
-def check(side: Side, server: Server, body: Body) -> list[dict[str, Any]]:
-    """The service answers the body with one prediction per row."""
-    answer = httpx.post(f"{server.url}/predict", json=body.payload, timeout=60)
-    assert answer.status_code == 200, f"{side.name}, {body.name}: {answer.text}"
-    predictions: list[dict[str, Any]] = answer.json()["predictions"]
-    rows = len(body.payload) if isinstance(body.payload, list) else 1
-    assert len(predictions) == rows, f"{side.name}: {len(predictions)} of {rows} rows"
-    return predictions
+def check(server: Server, data: Any, rows: int) -> str:
+    """The server answers ``data`` with one prediction per row (the bare route: with its
+    constant); the first row's label."""
+    answer = httpx.post(server.url + server.path, json=data, timeout=120)
+    assert answer.status_code == 200, f"{server.label}: {answer.status_code} {answer.text[:500]}"
+    predictions = answer.json()["predictions"]
+    if server.kind != "bare":
+        assert len(predictions) == rows, f"{server.label}: {len(predictions)} for {rows} rows"
+    first = predictions[0]
+    return str(first["label"] if isinstance(first, dict) else first)
+
+
+def describe(server: Server) -> None:
+    """What a service serves (/version): runtime and challenger, kept in ``notes``."""
+    if server.kind != "service":
+        return
+    info = httpx.get(server.url + "/version", timeout=10).json()
+    server.notes = {"runtime": info["runtime"], "challenger": info["challenger"]}
 
 
 @dataclass(frozen=True)
@@ -165,10 +663,10 @@ class Result:
 UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
-def wrk_run(wrk: str, url: str, body: Body, seconds: float, connections: int) -> Result:
+def wrk_run(wrk: str, server: Server, script: Path, seconds: float, connections: int) -> Result:
     args = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s", "--latency"]
-    output = run([*args, "-s", str(body.script), f"{url}/predict"], Path.cwd()).stdout
-    where = f"{url}, {body.name}"
+    output = run([*args, "-s", str(script), server.url + server.path], Path.cwd()).stdout
+    where = f"{server.key}, {script.stem}"
     failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     assert not failed, f"{where}: {failed.group(1)} requests failed:\n{output}"
     errors = re.search(r"Socket errors:.*", output)
@@ -180,99 +678,417 @@ def wrk_run(wrk: str, url: str, body: Body, seconds: float, connections: int) ->
     return Result(float(rate.group(1)), float(p99.group(1)) * UNITS_MS[p99.group(2)])
 
 
+# The in-process profile -------------------------------------------------------------------
+
+
+HARNESS = '''
+"""CPU time per one-row POST /predict, in process: the ASGI app called directly (no HTTP,
+no uvicorn), so that only the app's own work is counted; time.process_time counts every
+thread (the prediction log's too). Prints JSON."""
+
+import asyncio
+import cProfile
+import importlib
+import json
+import os
+import pstats
+import sys
+import time
+
+from fastapi import FastAPI, Response
+
+import proposed
+
+PACKAGE = os.environ["BENCH_PACKAGE"]
+BODY = sys.argv[1].encode()
+REQUESTS = int(sys.argv[2])
+HOOKS_ON = json.loads(os.environ["BENCH_HOOKS_ON"])
+OFF = {"SERVING_METRICS": "false", "SERVING_PREDICTION_LOG": "", "SERVING_AB_SHARE": "0"}
+QUIET = {"SERVING_LOG_LEVEL": "WARNING"}
+
+
+async def call(app):
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "root_path": "",
+        "query_string": b"", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(BODY)).encode())],
+    }
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": BODY, "more_body": False}
+        await asyncio.sleep(3600)
+
+    status = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await app(scope, receive, send)
+    assert status == [200], status
+
+
+async def cpu_us(app, repeats=3):
+    for _ in range(200):
+        await call(app)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        for _ in range(REQUESTS):
+            await call(app)
+        best = min(best, (time.process_time() - start) / REQUESTS)
+    return best * 1e6
+
+
+def category(filename, function):
+    if "onnxruntime" in filename or "onnxruntime" in function:
+        return "onnxruntime (session.run and its wrapper)"
+    if f"/{PACKAGE}/" in filename or filename.endswith("proposed.py"):
+        return "the service's own code: " + os.path.basename(filename)
+    if "pydantic" in filename or "pydantic_core" in function or "validate_" in function:
+        return "pydantic (request validation)"
+    for library in ("fastapi", "starlette", "anyio", "numpy", "prometheus_client", "uuid"):
+        if f"/{library}/" in filename or f"{library}." in function or filename.endswith(
+            f"/{library}.py"
+        ):
+            return library
+    if "/logging/" in filename:
+        return "logging"
+    if "/json/" in filename:
+        return "json (stdlib, the body)"
+    if "/asyncio/" in filename or "select" in function or "_contextvars" in function:
+        return "asyncio (event loop)"
+    if "_json" in function:
+        return "json (stdlib, the body)"
+    if "write" in function or "flush" in function:
+        return "stdout writes (the request log; with waits for the GIL)"
+    if "SimpleQueue" in function or "_thread" in function or "threading" in filename:
+        return "queues and threads (with waits for the GIL)"
+    if "numpy" in function:
+        return "numpy"
+    if filename.startswith("<") and "string" in filename or filename == __file__:
+        return "this harness"
+    return "other (builtins)"
+
+
+async def profiled(app):
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(REQUESTS):
+        await call(app)
+    profile.disable()
+    groups = {}
+    for (filename, _, function), (_, _, own, _, _) in pstats.Stats(profile).stats.items():
+        name = category(filename, function)
+        groups[name] = groups.get(name, 0.0) + own
+    total = sum(groups.values())
+    return {name: seconds / total for name, seconds in groups.items()}
+
+
+async def service(env, profile=False):
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        app = importlib.import_module(f"{PACKAGE}.serving.app")
+        settings = importlib.import_module(f"{PACKAGE}.serving.settings").Settings()
+        made = app.create_app(settings)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    async with made.router.lifespan_context(made):
+        while made.state.variants is None:
+            await asyncio.sleep(0.05)
+        cost = await cpu_us(made)
+        return (cost, await profiled(made)) if profile else (cost, None)
+
+
+def bare():
+    made = FastAPI()
+
+    @made.post("/predict")
+    async def predict() -> Response:
+        return Response(b"{}", media_type="application/json")
+
+    return made
+
+
+async def main():
+    costs, shares = {}, {}
+    costs["bare FastAPI route (a constant)"] = await cpu_us(bare())
+    costs["service, hooks on"], shares["as it is"] = await service(HOOKS_ON, profile=True)
+    costs["hooks on, but no request log (SERVING_LOG_LEVEL=WARNING)"] = (
+        await service({**HOOKS_ON, **QUIET}))[0]
+    costs["hooks on, but no prediction log"] = (
+        await service({**HOOKS_ON, "SERVING_PREDICTION_LOG": ""}))[0]
+    costs["hooks on, but no metrics"] = (await service({**HOOKS_ON, "SERVING_METRICS": "false"}))[0]
+    costs["hooks on, but no A/B"] = (await service({**HOOKS_ON, "SERVING_AB_SHARE": "0"}))[0]
+    costs["service, hooks off"] = (await service({**HOOKS_ON, **OFF}))[0]
+    costs["hooks off and no request log"] = (await service({**HOOKS_ON, **OFF, **QUIET}))[0]
+    for number, change in enumerate(proposed.CHANGES, 1):
+        change()
+        profile = number == len(proposed.CHANGES)
+        cost, share = await service(HOOKS_ON, profile=profile)
+        costs[f"hooks on + change {number} ({change.__name__})"] = cost
+        if profile:
+            shares["with the changes"] = share
+    print(json.dumps({"cpu_us": costs, "shares": shares}))
+
+
+asyncio.run(main())
+'''
+
+
+def profile(setup: Setup, scratch: Path, key: str, requests: int) -> dict[str, Any]:
+    """The harness in the project's environment, on ``key``'s model, hooks as deployed."""
+    project, model = setup.project, setup.registry["models"][key]
+    prototype = scratch / "prototype"
+    (prototype / "harness.py").write_text(HARNESS)
+    hooks_on = {
+        "SERVING_MODEL_VERSION": model["version"],
+        "SERVING_CHALLENGER_ALIAS": model["challenger_alias"],
+        "SERVING_AB_SHARE": "0.1",
+        "SERVING_METRICS": "true",
+        "SERVING_LOG_LEVEL": "INFO",
+        "SERVING_PREDICTION_LOG": str(scratch / "prediction-logs" / "profile.jsonl"),
+    }
+    env = project.tools.env_for(
+        project.path, BENCH_PACKAGE=project.package, BENCH_HOOKS_ON=json.dumps(hooks_on)
+    )
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(prototype)])
+    body = json.dumps(setup.row, separators=(",", ":"))
+    with (scratch / "profile.out").open("wb") as sink:  # the request log's lines
+        completed = subprocess.run(
+            [str(project.tools.python), str(prototype / "harness.py"), body, str(requests)],
+            cwd=project.path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            check=False,
+        )
+    lines = [line for line in completed.stdout.decode().splitlines() if line.startswith("{")]
+    assert completed.returncode == 0 and lines, (scratch / "profile.out").read_text()[-3000:]
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+# Report -----------------------------------------------------------------------------------
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", default="d021dc7", help="git ref of the template before")
     parser.add_argument("--seconds", type=float, default=10, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    parser.add_argument("--warmup", type=float, default=2, help="seconds per server and body")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds per server and body")
     parser.add_argument("--connections", type=int, default=8, help="wrk's open connections")
     parser.add_argument("--batch", type=int, default=100, help="rows in the batch body")
-    parser.add_argument("--log-level", default="WARNING", help="the services' SERVING_LOG_LEVEL")
+    parser.add_argument("--no-proposed", action="store_true", help="skip the prototype's rows")
+    parser.add_argument("--no-profile", action="store_true", help="skip the in-process profile")
+    parser.add_argument("--profile-requests", type=int, default=2000, help="per measurement")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     args = parser.parse_args()
+    started = time.monotonic()
+    global BODIES
+    BODIES = ("one row", f"{args.batch} rows")
 
     wrk = ensure_wrk()
-    before_ref = run(["git", "rev-parse", "--short", args.before], ROOT).stdout.strip()
-    with ExitStack() as stack:
+    with ExitStack() as keep:
         if args.workdir:
             args.workdir.mkdir(parents=True, exist_ok=False)
             scratch = args.workdir.resolve()
         else:
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        template = snapshot_ref(args.before, scratch / "before" / "template")
-        before = build(f"before ({before_ref})", scratch / "before", template)
-        template = snapshot_template(scratch / "after" / "template")
-        after = build("after (working tree)", scratch / "after", template)
-
-        row = after.example()
-        old_row = before.example()
-        assert set(row) == set(old_row), f"the features differ: {set(row) ^ set(old_row)}"
-        for name, value in row.items():
-            if not (isinstance(value, float) and math.isclose(value, old_row[name])):
-                assert value == old_row[name], f"the examples differ on {name}"
-        bodies = [
-            Body("one row", row, lua_script(scratch / "one.lua", row)),
-            Body(
-                f"{args.batch} rows",
-                [row] * args.batch,
-                lua_script(scratch / "batch.lua", [row] * args.batch),
-            ),
-        ]
-
-        servers = {
-            side.name: stack.enter_context(
-                serving(
-                    side.project,
-                    side.project.path.parent / "server.log",
-                    SERVING_LOG_LEVEL=args.log_level,
-                )
-            )
-            for side in (before, after)
-        }
-        sides = [before, after]
-        labels = {s.name: check(s, servers[s.name], bodies[0])[0]["label"] for s in sides}
-        assert len(set(labels.values())) == 1, f"the services disagree on the row: {labels}"
-        for side in sides:
-            check(side, servers[side.name], bodies[1])
-        log(f"both services label the example row {labels[before.name]!r}")
+            scratch = Path(keep.enter_context(tempfile.TemporaryDirectory()))
+        stack = keep.enter_context(ExitStack())  # the servers: closed before the profile
+        setup = build(scratch)
+        mlflow = mlflow_env(setup)
+        load_before = load_average()
+        rows = [setup.row] * args.batch
+        all_servers = servers(setup, scratch, mlflow, proposed=not args.no_proposed)
+        logs = scratch / "server-output"
+        logs.mkdir()
+        for server in all_servers:
+            log(f"starting {server.key}: {server.label}")
+            stack.enter_context(serving(server, logs))
+            describe(server)
+        scripts: dict[tuple[str, str], Path] = {}
+        for server in all_servers:
+            for body in BODIES:
+                data = payload(server, rows if body != "one row" else rows[:1], body)
+                count = 1 if body == "one row" else args.batch
+                label = check(server, data, count)
+                if body == "one row":
+                    server.notes["label"] = label
+                name = f"{'mlflow' if server.kind == 'mlflow' else 'service'}-{body[:3].strip()}"
+                if (server.kind, body) not in scripts:
+                    scripts[(server.kind, body)] = lua_script(scratch / f"{name}.lua", data)
+        for server in all_servers:
+            log(f"{server.key}: {server.notes}")
+            if server.kind == "service":
+                wanted = "scikit-learn" if "sklearn" in server.key else "onnx"
+                assert server.notes["runtime"] == wanted, f"{server.key} runs {server.notes}"
+                if server.key.endswith("-off"):
+                    assert server.notes["challenger"] is None
+                else:
+                    assert server.notes["challenger"], f"{server.key}: no challenger loaded"
+        for key in MODELS:
+            labels = {s.notes["label"] for s in all_servers if s.model == key}
+            assert len(labels) == 1, f"{key}: the servers label the example differently: {labels}"
 
         results: dict[tuple[str, str], list[Result]] = {}
+        loads = []
         if args.warmup > 0:
             log("warm-up")
-            for body in bodies:
-                for side in sides:
-                    wrk_run(wrk, servers[side.name].url, body, args.warmup, args.connections)
+            for body in BODIES:
+                for server in all_servers:
+                    script = scripts[(server.kind, body)]
+                    wrk_run(wrk, server, script, args.warmup, args.connections)
         for number in range(args.rounds):
-            # Alternate, and swap who goes first each round: drift hits both sides alike.
-            order = sides if number % 2 == 0 else sides[::-1]
-            for body in bodies:
-                for side in order:
-                    log(f"round {number + 1}/{args.rounds}: {side.name}, {body.name}")
-                    url = servers[side.name].url
-                    result = wrk_run(wrk, url, body, args.seconds, args.connections)
-                    results.setdefault((side.name, body.name), []).append(result)
-
-    def median_rate(side: Side, body: Body) -> float:
-        return statistics.median(r.requests_per_second for r in results[side.name, body.name])
-
-    print(
-        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; level {LEVEL}, default dataset;"
-        f" wrk -t1 -c{args.connections} -d{args.seconds:g}s, {args.rounds} rounds,"
-        f" SERVING_LOG_LEVEL={args.log_level}\n"
-    )
-    print(f"| service | body | req/s (median of {args.rounds}) | p99 ms (median) |")
-    print("|---|---|---:|---:|")
-    for body in bodies:
-        for side in (before, after):
-            runs = results[side.name, body.name]
-            p99 = statistics.median(r.p99_ms for r in runs)
-            print(f"| {side.name} | {body.name} | {median_rate(side, body):.1f} | {p99:.1f} |")
-    print(f"\n| body | after / before req/s | within {BUDGET:.0%} |\n|---|---:|---|")
-    for body in bodies:
-        ratio = median_rate(after, body) / median_rate(before, body)
-        print(f"| {body.name} | {ratio:.3f} | {'yes' if ratio >= 1 - BUDGET else 'no'} |")
+            # Alternate, and shift who goes first each round: drift hits every server alike.
+            shift = number * len(all_servers) // max(args.rounds, 1)
+            order = all_servers[shift:] + all_servers[:shift]
+            for body in BODIES:
+                for server in order:
+                    log(f"round {number + 1}/{args.rounds}: {server.key}, {body}")
+                    script = scripts[(server.kind, body)]
+                    result = wrk_run(wrk, server, script, args.seconds, args.connections)
+                    results.setdefault((server.key, body), []).append(result)
+            loads.append(load_average())
+        stack.close()  # the servers stop before the profile
+        profiled = None
+        if not args.no_profile:
+            log("in-process profile (random forest, one row)")
+            profiled = profile(setup, scratch, "rf", args.profile_requests)
+        report(args, all_servers, results, setup, load_before, loads, profiled)
+    print(f"\n(the whole script took {(time.monotonic() - started) / 60:.1f} min)")
     return 0
+
+
+def report(
+    args: argparse.Namespace,
+    all_servers: list[Server],
+    results: dict[tuple[str, str], list[Result]],
+    setup: Setup,
+    load_before: str,
+    loads: list[str],
+    profiled: dict[str, Any] | None,
+) -> None:
+    def rate(key: str, body: str) -> float:
+        return statistics.median(r.requests_per_second for r in results[key, body])
+
+    def p99(key: str, body: str) -> float:
+        return statistics.median(r.p99_ms for r in results[key, body])
+
+    models = setup.registry["models"]
+    print(
+        f"Machine: {machine()}; load average before the runs {load_before}, after each round"
+        f" {', '.join(loads)}."
+    )
+    print(
+        f"Level {LEVEL}, default dataset; wrk -t1 -c{args.connections} -d{args.seconds:g}s"
+        f" --latency, {args.rounds} alternating rounds after a {args.warmup:g} s warm-up;"
+        f" median of the rounds. One uvicorn worker each."
+    )
+    for key, model in models.items():
+        print(
+            f"- {MODELS[key]}: version {model['version']} ({model['onnx']}); challenger"
+            f" version {model['challenger_version']} (a copy)"
+        )
+    print()
+    head = " | ".join(f"{body}: req/s | {body}: p99 ms" for body in BODIES)
+    print(f"| model | server | {head} |")
+    print("|---|---|" + "---:|---:|" * len(BODIES))
+    for server in all_servers:
+        model = MODELS[server.model] if server.model else "none"
+        cells = " | ".join(
+            f"{rate(server.key, body):,.1f} | {p99(server.key, body):,.1f}" for body in BODIES
+        )
+        print(f"| {model} | {server.label} | {cells} |")
+    spreads = {
+        cell: (max(r.requests_per_second for r in runs) - min(r.requests_per_second for r in runs))
+        / statistics.median(r.requests_per_second for r in runs)
+        for cell, runs in results.items()
+    }
+    worst = max(spreads, key=lambda cell: spreads[cell])
+    print(
+        f"\nRound-to-round range of req/s (max - min over the median): median"
+        f" {statistics.median(spreads.values()):.0%}, largest {spreads[worst]:.0%}"
+        f" ({worst[0]}, {worst[1]})."
+    )
+
+    print("\n| target | measured | pass |\n|---|---:|---|")
+    checks = []
+
+    def target(name: str, measured: float, passed: bool, unit: str = "x") -> None:
+        checks.append(passed)
+        print(f"| {name} | {measured:.2f}{unit} | {'yes' if passed else 'NO'} |")
+
+    for service in ("on", "proposed"):
+        if not any(s.key.endswith(f"-{service}") for s in all_servers):
+            continue
+        suffix = "" if service == "on" else " (proposed changes)"
+        for key in models:
+            for body in BODIES:
+                batch = "100 rows" if body != "one row" else body
+                need = SPEEDUP[(key, batch)]
+                ratio = rate(f"{key}-{service}", body) / rate(f"{key}-mlflow", body)
+                target(
+                    f"{key.upper()} {body}: service / mlflow serve req/s >= {need:g}{suffix}",
+                    ratio,
+                    ratio >= need,
+                )
+        for key in models:
+            for body in BODIES:
+                share = p99(f"{key}-{service}", body) / p99(f"{key}-mlflow", body)
+                target(
+                    f"{key.upper()} {body}: p99 / mlflow serve's <= {P99_SHARE:g}{suffix}",
+                    share,
+                    share <= P99_SHARE,
+                )
+        for key in models:
+            for body in BODIES:
+                cost = 1 - rate(f"{key}-{service}", body) / rate(f"{key}-off", body)
+                target(
+                    f"{key.upper()} {body}: the hooks' cost <= {HOOKS_BUDGET:.0%}{suffix}",
+                    100 * cost,
+                    cost <= HOOKS_BUDGET,
+                    "%",
+                )
+        for key in models:
+            share = rate(f"{key}-{service}", "one row") / rate("bare", "one row")
+            target(
+                f"{key.upper()} one row: req/s / the bare route's >= {BARE_SHARE:g}{suffix}",
+                share,
+                share >= BARE_SHARE,
+            )
+    print("\nWhat ONNX buys (service, hooks on, ONNX Runtime / scikit-learn req/s):")
+    for key in models:
+        for body in BODIES:
+            gain = rate(f"{key}-on", body) / rate(f"{key}-sklearn", body)
+            print(f"- {MODELS[key]}, {body}: {gain:.1f}x")
+
+    if profiled:
+        costs = profiled["cpu_us"]
+        bare = costs["bare FastAPI route (a constant)"]
+        print(
+            "\nIn-process profile, random forest, one row: CPU time per request of the ASGI"
+            " app alone (no HTTP, no uvicorn; every thread counted; best of 3 x"
+            f" {args.profile_requests}). Changes are cumulative prototypes, not in the template."
+        )
+        print("\n| variant | CPU us per request | x bare |\n|---|---:|---:|")
+        for name, cost in costs.items():
+            print(f"| {name} | {cost:,.0f} | {cost / bare:.1f} |")
+        for name, shares in profiled["shares"].items():
+            print(f"\nWhere the time goes ({name}; cProfile, own time by library):")
+            for group, share in sorted(shares.items(), key=lambda item: -item[1])[:12]:
+                print(f"- {share:5.1%} {group}")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,15 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/health", server)
+        # From level 3 the service answers /health at once and /ready once its model loaded.
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{url}/ready", timeout=10).status_code == 503:
+            if time.monotonic() > deadline:
+                raise SystemExit("the service did not load its model within 120 s")
+            time.sleep(0.5)
+        version = httpx.get(f"{url}/version", timeout=10)
+        if version.status_code == 200:
+            print(f"\n==> GET {url}/version\n{json.dumps(version.json(), indent=2)}")
         contract = yaml.safe_load((destination / "data" / "contract.yaml").read_text())
         row = contract["example"]
         print(f"\n==> POST {url}/predict (the example row in data/contract.yaml)")

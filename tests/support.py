@@ -335,6 +335,20 @@ def installed(path: Path, tools: ProjectEnv) -> Project:
 
 
 PIPELINE_STAGES = ("ingest", "validate", "features", "train", "evaluate", "register")
+# The stages level 3 adds (profile after evaluate, promote after register), by capability.
+LEVEL_STAGES = {
+    "has_reference_profile": ("evaluate", "profile"),
+    "has_promotion": ("register", "promote"),
+}
+
+
+def pipeline_stages(project: Project) -> tuple[str, ...]:
+    """The project's ``dvc.yaml`` stages in order, for its level."""
+    stages = list(PIPELINE_STAGES)
+    for capability, (after, stage) in LEVEL_STAGES.items():
+        if project.caps[capability]:
+            stages.insert(stages.index(after) + 1, stage)
+    return tuple(stages)
 
 
 def sha256(path: Path) -> str:

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from conftest import Render
 from support import (
-    PIPELINE_STAGES,
     Project,
     ProjectEnv,
     Server,
     git,
     installed,
+    pipeline_stages,
     questions,
     raw_data,
     recorded_md5,
@@ -59,7 +59,7 @@ def test_dvc_is_initialised_and_clean_on_the_fresh_render(project: Project) -> N
     status = project.python("-m", "dvc", "status").stdout
     if project.caps["has_pipeline"]:  # DVC knows the stages, none of which has run yet
         dag = project.python("-m", "dvc", "dag", "--md").stdout
-        assert all(stage in status and stage in dag for stage in PIPELINE_STAGES), status
+        assert all(stage in status and stage in dag for stage in pipeline_stages(project)), status
     else:
         assert "no data or pipelines tracked" in status
     assert git(project.path, "status", "--porcelain").stdout == ""
@@ -214,16 +214,19 @@ def test_served_predictions_equal_the_pipeline_s(
     trained.make("predict", INPUT=str(tmp_path / "rows.csv"), OUTPUT=str(tmp_path / "out.csv"))
     expected = pd.read_csv(tmp_path / "out.csv", dtype={"label": str})
     served = batch.json()["predictions"]
+    # ONNX Runtime (level 3) computes in float32; scikit-learn serves below it.
+    tolerance = 2e-3 if trained.caps["has_fast_serving"] else 1e-9
     if not trained.classifies:
         values = [prediction["value"] for prediction in served]
-        assert values == pytest.approx(expected["prediction"].tolist(), abs=1e-9)
+        spread = float(test_set[trained.target].std())
+        assert values == pytest.approx(expected["prediction"].tolist(), abs=tolerance * spread)
         assert one.json()["predictions"][0]["value"] == pytest.approx(values[0], abs=1e-9)
         return
     assert [p["label"] for p in served] == expected["label"].tolist()
     assert one.json()["predictions"][0]["label"] == expected["label"][0]
     for prediction, (_, row) in zip(served, expected.iterrows(), strict=True):
         for name, probability in prediction["probabilities"].items():
-            assert probability == pytest.approx(row[f"proba_{name}"], abs=1e-9)
+            assert probability == pytest.approx(row[f"proba_{name}"], abs=tolerance)
 
 
 def test_bad_requests_are_refused_with_the_field_named(trained: Project, server: Server) -> None:

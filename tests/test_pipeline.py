@@ -20,12 +20,12 @@ import yaml
 from conftest import Render
 from support import (
     CACHE,
-    PIPELINE_STAGES,
     Project,
     ProjectEnv,
     free_port,
     git,
     installed,
+    pipeline_stages,
     raw_data,
     recorded_md5,
     run,
@@ -58,7 +58,9 @@ print(json.dumps({{
     "uri": tracking.tracking_uri(),
     "runs": [{{"id": r.info.run_id, "params": r.data.params, "metrics": r.data.metrics,
               "tags": r.data.tags,
-              "artifacts": [a.path for a in client.list_artifacts(r.info.run_id, "plots")]}}
+              "artifacts": [f.path for d in client.list_artifacts(r.info.run_id)
+                            for f in (client.list_artifacts(r.info.run_id, d.path)
+                                      if d.is_dir else [d])]}}
              for r in runs],
     "versions": [{{"version": str(v.version), "run_id": v.run_id, "tags": v.tags}}
                  for v in versions],
@@ -135,8 +137,8 @@ def pipeline(request: pytest.FixtureRequest, render: Render, project_env: Projec
 
 def test_a_clean_repro_runs_every_stage(pipeline: Project) -> None:
     lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
-    assert list(lock["stages"]) == list(PIPELINE_STAGES)
-    for stage in PIPELINE_STAGES:
+    assert list(lock["stages"]) == list(pipeline_stages(pipeline))
+    for stage in pipeline_stages(pipeline):
         assert lock["stages"][stage]["cmd"] == f"python -m {pipeline.package}.{stage}"
     metrics = pipeline.python("-m", "dvc", "metrics", "show", "--json").stdout
     assert "accuracy" in metrics and "roc_auc" in metrics
@@ -150,7 +152,7 @@ def test_a_clean_repro_runs_every_stage(pipeline: Project) -> None:
 def test_a_second_repro_does_nothing(pipeline: Project) -> None:
     before = registry(pipeline)
     result = pipeline.make("train")
-    for stage in PIPELINE_STAGES:
+    for stage in pipeline_stages(pipeline):
         assert f"Stage '{stage}' didn't change, skipping" in result.stdout, result.stdout
     assert "Running stage" not in result.stdout
     assert registry(pipeline)["versions"] == before["versions"]
@@ -168,7 +170,7 @@ def test_every_run_is_tracked_with_its_lineage_and_registered(pipeline: Project)
     assert tracked["params"]["train.n_estimators"] == str(params["train"]["n_estimators"])
     assert tracked["params"]["features.test_size"] == str(params["features"]["test_size"])
     metrics = json.loads((pipeline.path / "reports" / "metrics.json").read_text())
-    assert tracked["metrics"] == pytest.approx(metrics)
+    assert {key: tracked["metrics"][key] for key in metrics} == pytest.approx(metrics)
     generated = git(pipeline.path, "rev-list", "--max-parents=0", "HEAD").stdout.strip()
     assert tracked["tags"]["git_commit"] == generated  # trained on the committed render
     raw = raw_data(pipeline)
@@ -176,9 +178,15 @@ def test_every_run_is_tracked_with_its_lineage_and_registered(pipeline: Project)
     train_data = pipeline.path / "data" / "processed" / "train.csv"
     assert tracked["tags"]["train_data_hash"] == recorded_md5(pipeline, train_data)
     assert tracked["tags"]["model_gate"] == "passed"
-    assert sorted(tracked["artifacts"]) == sorted(
+    expected = {
         f"plots/{name}" for name in ("roc.json", "precision_recall.json", "confusion_matrix.csv")
-    )
+    }
+    expected.add("contract/contract.yaml")  # the data contract the model was trained on
+    if pipeline.caps["has_reference_profile"]:
+        expected.add("profile/profile.json")
+    if pipeline.caps["has_model_card"]:
+        expected.add("card/model_card.md")
+    assert expected <= set(tracked["artifacts"])
     version = next(v for v in state["versions"] if v["version"] == registered["version"])
     assert version["run_id"] == run_id
     for tag in ("run_id", "git_commit", "data_hash", "params_hash"):
@@ -267,7 +275,7 @@ def test_every_stage_lists_the_modules_it_imports_and_the_contract_it_reads(
     pipeline: Project,
 ) -> None:
     stages = yaml.safe_load((pipeline.path / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == list(PIPELINE_STAGES)
+    assert list(stages) == list(pipeline_stages(pipeline))
     for stage, spec in stages.items():
         listed = {dep for dep in spec["deps"] if dep.startswith("src/")}
         imported = {
@@ -289,6 +297,9 @@ def test_an_edit_reruns_exactly_the_stages_that_read_it(pipeline: Project) -> No
     numeric = next(f for f in contract["features"] if f.get("bounds"))
     low, high = numeric["bounds"]
     readers = {"ingest", "validate", "features", "train", "evaluate"}
+    readers |= {"profile"} if pipeline.caps["has_reference_profile"] else set()
+    readers |= {"register"} if pipeline.caps["has_fast_serving"] else set()  # parity check
+    readers |= {"promote"} if pipeline.caps["has_promotion"] else set()
     text = (pipeline.path / "data" / "contract.yaml").read_text()
     old = f"bounds: [{low}, {high}]"
     assert old in text
@@ -344,7 +355,7 @@ def test_the_training_workflow_s_commands_run_green(pipeline: Project) -> None:
         assert f"make {target}" in steps or f"make --silent {target}" in steps
     pipeline.make("push")
     remote = pipeline.path.parent / f"{pipeline.answers['project_slug']}-dvc-storage"
-    assert len(list(remote.rglob("*"))) >= len(PIPELINE_STAGES)
+    assert len(list(remote.rglob("*"))) >= len(pipeline_stages(pipeline))
     with params_changed(pipeline, "n_estimators: 200", "n_estimators: 50"):
         pipeline.make("train")
         report = pipeline.make("report").stdout
