@@ -83,16 +83,19 @@ def dataset_named(name: str) -> Any:
     return next(dataset for dataset in ladder().DATASETS if dataset.name == name)
 
 
+# The dataset each level executes on, where it is not the default: mixed types, missing
+# values and text labels at level 1; a regression at level 2. Every level runs once, and
+# every kind of data at some level (each level includes the ones below it).
+LEVEL_DATASETS = {1: "penguins", 2: "diabetes"}
+
+
 def selected_runs() -> list[tuple[int, str]]:
-    """(level, dataset) pairs the slow tier executes: every built level on the default
-    dataset, and each other bundled dataset at one level (spread over the CI matrix's
-    levels), filtered by ``$LEVELS`` like the levels themselves."""
+    """(level, dataset) pairs the slow tier executes: every built level once, on its
+    dataset (LEVEL_DATASETS, else the default), filtered by ``$LEVELS`` like the levels."""
     default = str(questions()["dataset"]["default"])
-    built = selected_levels(built_only=True)
-    runs = [(level, default) for level in built]
-    extra = {"penguins": 1, "diabetes": 2}  # mixed types at level 1, regression at level 2
-    runs += [(level, name) for name, level in extra.items() if level in built]
-    return runs
+    return [
+        (level, LEVEL_DATASETS.get(level, default)) for level in selected_levels(built_only=True)
+    ]
 
 
 def run_id(run: tuple[int, str]) -> str:
@@ -390,6 +393,16 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """From level 3 the service is alive (/health) before its model is loaded (/ready);
+    below it there is no /ready (404), and alive means ready."""
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/ready", timeout=10).status_code == 503:
+        if process.poll() is not None or time.monotonic() > deadline:
+            return  # let the test see the service as it is
+        time.sleep(0.2)
+
+
 @dataclass
 class Server:
     """A generated project's service, running as a real process."""
@@ -428,6 +441,7 @@ def serving(project: Project, stdout: Path, **settings: str) -> Iterator[Server]
     running = Server(f"http://127.0.0.1:{port}", process, stdout)
     try:
         wait_for_http(f"{running.url}/health", process)
+        wait_until_ready(running.url, process)
         yield running
     finally:
         running.stop()

@@ -238,7 +238,7 @@ def test_climbing_to_the_delivery_level(render: Render, project_env: ProjectEnv,
     project = open_project(path, project_env)
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "Generate project")
-    if executed:  # the user has run the data stages (and versioned their outputs) before
+    if executed:  # the user ran the data stages, and versioned them, before climbing
         project.make("install")
         project.make("data")
         git(path, "add", "--all")
@@ -295,13 +295,6 @@ def with_own_paragraphs(project: Path) -> list[str]:
     return edited
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="level 3 appends its paragraph at the very end of the module docstrings of "
-    "evaluate.py, register.py and serving/routes/predict.py, where a user's paragraph goes "
-    "too, and git cannot merge two additions at one place",
-)
 def test_a_paragraph_added_to_any_module_docstring_survives_the_climb(render: Render) -> None:
     """The most natural edit of a generated module, on the likely climb to DELIVERY_LEVEL
     (from the level below: every module it changes exists there)."""
