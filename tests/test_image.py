@@ -211,7 +211,9 @@ def test_the_container_predicts_the_contract_s_example(built: Built, tmp_path: P
         started = subprocess.run(["bash", "-c", start], capture_output=True, text=True, check=False)
         assert started.returncode == 0, started.stderr
         url = f"http://127.0.0.1:{port}"
-        wait_for_health(built, container, f"{url}/health")
+        # From level 3 /health answers at once, and /ready once the model is loaded.
+        probe = "ready" if project.caps["has_traceable_serving"] else "health"
+        wait_for_health(built, container, f"{url}/{probe}")
         response = httpx.post(f"{url}/predict", json=example, timeout=30)
     finally:
         built.engine("container", "rm", "--force", container, check=False)
