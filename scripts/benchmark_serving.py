@@ -16,9 +16,9 @@ Then it serves, each as its own process on a free port:
 - the service with its hooks off (``SERVING_METRICS=false SERVING_PREDICTION_LOG=
   SERVING_AB_SHARE=0``);
 - the service forced to scikit-learn (``SERVING_RUNTIME=sklearn``, hooks on);
-- the service with the proposed hot-path changes (a prototype: this script patches the
-  installed package in that process only; the template is not changed), unless
-  ``--no-proposed``;
+- the service with the proposed hot-path changes, hooks on and off (a prototype: this
+  script patches the installed package in that process only; the template is not
+  changed), unless ``--no-proposed``;
 - `mlflow models serve --env-manager local -w 1`, from its own environment with the full
   mlflow package and the model's requirements (.cache/mlflow-serve-env);
 - a bare FastAPI route that answers a constant, under the same uvicorn (the web stack's
@@ -250,10 +250,10 @@ PROPOSED = '''
 package in this process only (the template is not changed); apply(n) applies the first n,
 in order, before the app is made."""
 
+import gc
 import importlib
 import logging
 import os
-import queue
 import sys
 import time
 from datetime import UTC, datetime
@@ -367,10 +367,9 @@ def one_matrix():
 def cheaper_hooks():
     """request_log.py: the line serialised by orjson and written to stdout directly (no
     LogRecord, Formatter, json.dumps per request); metrics.py observe_request: the labelled
-    children cached per (route, status, variant); prediction_log.py _drain: everything
-    queued goes out in one write."""
-    app, request_log = module("serving.app"), module("serving.request_log")
-    metrics, prediction_log = module("serving.metrics"), module("serving.prediction_log")
+    children cached per (route, status, variant), not looked up by .labels() each time."""
+    app, request_log, metrics = (
+        module("serving.app"), module("serving.request_log"), module("serving.metrics"))
     configure = request_log.configure_logging
     out = sys.stdout.buffer
 
@@ -390,7 +389,10 @@ def cheaper_hooks():
                 out.write(orjson.dumps(line) + b"\\n")
                 out.flush()
 
+    real = request_log.logger
+
     def configure_logging(level):
+        request_log.logger = real
         configure(level)
         request_log.logger = Lines(level)
 
@@ -413,27 +415,95 @@ def cheaper_hooks():
 
     metrics.ServiceMetrics.observe_request = observe_request
 
-    def drain(self):
-        stop = prediction_log._STOP
-        while True:
-            records = [self._queue.get()]
-            try:
-                while len(records) < 1000:
-                    records.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            option = orjson.OPT_SERIALIZE_NUMPY
-            lines = [orjson.dumps(item, option=option) for item in records if item is not stop]
-            if lines:
-                text = b"\\n".join(lines).decode()
-                self._handler.emit(logging.makeLogRecord({"msg": text}))
-            if stop in records:
-                return
 
-    prediction_log.PredictionLog._drain = drain
+def log_without_thread():
+    """prediction_log.py: no thread and no queue: write() serialises the record with orjson
+    into the file's own 1 MiB buffer, counts bytes to rotate (the same file names as
+    RotatingFileHandler), and flushes once a second (the template would add a flush task
+    in the lifespan for idle periods) and at close. The thread's wake-up and GIL hand-off
+    on every request cost more than the write itself."""
+    app = module("serving.app")
+
+    class PredictionLog:
+        def __init__(self, path, max_bytes, backups):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.path, self.max_bytes, self.backups = path, max_bytes, backups
+            self._open()
+
+        def _open(self):
+            self._file = open(self.path, "ab", buffering=1 << 20)  # noqa: SIM115
+            self._size = self._file.tell()
+            self._flushed = time.monotonic()
+
+        def write(self, record):
+            line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\\n"
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            self._file.write(line)
+            self._size += len(line)
+            now = time.monotonic()
+            if now - self._flushed >= 1.0:
+                self._file.flush()
+                self._flushed = now
+
+        def _rotate(self):
+            self._file.close()
+            name = self.path.name
+            for number in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{name}.{number}")
+                if older.exists():
+                    older.replace(self.path.with_name(f"{name}.{number + 1}"))
+            if self.backups:
+                self.path.replace(self.path.with_name(f"{name}.1"))
+            else:
+                self.path.unlink()
+            self._open()
+
+        def close(self):
+            self._file.close()
+
+    app.PredictionLog = PredictionLog
 
 
-CHANGES = [async_dependencies, route_reads_its_body, one_matrix, cheaper_hooks]
+def predict_route_first():
+    """app.py create_app: /predict first in the routing table (include its router before
+    the others), not matched after eight other routes."""
+    app = module("serving.app")
+    create = app.create_app
+
+    def create_app(*args, **kwargs):
+        made = create(*args, **kwargs)
+        routes = made.router.routes
+        routes.sort(key=lambda route: getattr(route, "path", "") != "/predict")
+        return made
+
+    app.create_app = create_app
+
+
+def freeze_after_loading():
+    """app.py serve(): gc.collect() then gc.freeze() once the models are loaded. The
+    imports and models leave about 330,000 objects that every full collection walks (a
+    few hundred milliseconds on a busy machine: the batches' p99); frozen, they are skipped."""
+    app = module("serving.app")
+    serve = app.serve
+
+    def frozen(made, variants):
+        serve(made, variants)
+        gc.collect()
+        gc.freeze()
+
+    app.serve = frozen
+
+
+CHANGES = [
+    async_dependencies,
+    route_reads_its_body,
+    one_matrix,
+    cheaper_hooks,
+    log_without_thread,
+    predict_route_first,
+    freeze_after_loading,
+]
 
 
 def apply(count=len(CHANGES)):
@@ -551,6 +621,7 @@ def servers(setup: Setup, scratch: Path, mlflow: Path, proposed: bool) -> list[S
         if proposed:
             launch = [python, str(prototype / "launch.py")]
             variants.append(("proposed", "service, hooks on, proposed changes", launch, {}))
+            variants.append(("proposed-off", "service, hooks off, proposed changes", launch, off))
         for name, label, args, extra in variants:
             settings = {
                 **deployed,
@@ -559,7 +630,7 @@ def servers(setup: Setup, scratch: Path, mlflow: Path, proposed: bool) -> list[S
                 "BENCH_PACKAGE": project.package,
             }
             env = project.tools.env_for(project.path, **settings)
-            if name == "proposed":
+            if name.startswith("proposed"):
                 env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(prototype)])
             found.append(Server(f"{key}-{name}", label, key, "service", args, env, project.path))
         mlflow_args = [
@@ -614,7 +685,8 @@ def servers(setup: Setup, scratch: Path, mlflow: Path, proposed: bool) -> list[S
 # Bodies, checks and wrk -----------------------------------------------------------------------
 
 
-BODIES = ("one row", "100 rows")
+def bodies_for(batch: int) -> tuple[str, str]:
+    return ("one row", f"{batch} rows")
 
 
 def payload(server: Server, rows: list[dict[str, Any]], body: str) -> Any:
@@ -694,6 +766,7 @@ import os
 import pstats
 import sys
 import time
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Response
 
@@ -734,16 +807,21 @@ async def call(app):
     assert status == [200], status
 
 
-async def cpu_us(app, repeats=3):
-    for _ in range(200):
-        await call(app)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        for _ in range(REQUESTS):
-            await call(app)
-        best = min(best, (time.process_time() - start) / REQUESTS)
-    return best * 1e6
+async def cpu_us(apps, repeats=5):
+    """Each app's best of ``repeats`` batches of REQUESTS, the apps taking turns."""
+    app_module = importlib.import_module(f"{PACKAGE}.serving.app")
+    best = dict.fromkeys(apps, float("inf"))
+    for number in range(repeats + 1):
+        for name, app in apps.items():
+            settings = getattr(app.state, "settings", None)
+            if settings is not None:  # the request logger is shared: set this app's level
+                app_module.configure_logging(settings.log_level)
+            start = time.process_time()
+            for _ in range(REQUESTS if number else 200):  # the first turn warms up
+                await call(app)
+            if number:
+                best[name] = min(best[name], (time.process_time() - start) / REQUESTS)
+    return {name: seconds * 1e6 for name, seconds in best.items()}
 
 
 def category(filename, function):
@@ -764,10 +842,12 @@ def category(filename, function):
         return "json (stdlib, the body)"
     if "/asyncio/" in filename or "select" in function or "_contextvars" in function:
         return "asyncio (event loop)"
+    if "recv" in function or "socket" in function:
+        return "asyncio (event loop)"
     if "_json" in function:
         return "json (stdlib, the body)"
     if "write" in function or "flush" in function:
-        return "stdout writes (the request log; with waits for the GIL)"
+        return "file and stdout writes (the logs; with waits for the GIL)"
     if "SimpleQueue" in function or "_thread" in function or "threading" in filename:
         return "queues and threads (with waits for the GIL)"
     if "numpy" in function:
@@ -778,6 +858,8 @@ def category(filename, function):
 
 
 async def profiled(app):
+    """cProfile's own time per function, summed by library, as shares of the total."""
+    importlib.import_module(f"{PACKAGE}.serving.app").configure_logging(app.state.settings.log_level)
     profile = cProfile.Profile()
     profile.enable()
     for _ in range(REQUESTS):
@@ -791,7 +873,9 @@ async def profiled(app):
     return {name: seconds / total for name, seconds in groups.items()}
 
 
-async def service(env, profile=False):
+@asynccontextmanager
+async def service(env):
+    """The service's app as create_app makes it with ``env``'s settings, its lifespan on."""
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
@@ -807,8 +891,7 @@ async def service(env, profile=False):
     async with made.router.lifespan_context(made):
         while made.state.variants is None:
             await asyncio.sleep(0.05)
-        cost = await cpu_us(made)
-        return (cost, await profiled(made)) if profile else (cost, None)
+        yield made
 
 
 def bare():
@@ -822,25 +905,40 @@ def bare():
 
 
 async def main():
-    costs, shares = {}, {}
-    costs["bare FastAPI route (a constant)"] = await cpu_us(bare())
-    costs["service, hooks on"], shares["as it is"] = await service(HOOKS_ON, profile=True)
-    costs["hooks on, but no request log (SERVING_LOG_LEVEL=WARNING)"] = (
-        await service({**HOOKS_ON, **QUIET}))[0]
-    costs["hooks on, but no prediction log"] = (
-        await service({**HOOKS_ON, "SERVING_PREDICTION_LOG": ""}))[0]
-    costs["hooks on, but no metrics"] = (await service({**HOOKS_ON, "SERVING_METRICS": "false"}))[0]
-    costs["hooks on, but no A/B"] = (await service({**HOOKS_ON, "SERVING_AB_SHARE": "0"}))[0]
-    costs["service, hooks off"] = (await service({**HOOKS_ON, **OFF}))[0]
-    costs["hooks off and no request log"] = (await service({**HOOKS_ON, **OFF, **QUIET}))[0]
+    variants = {
+        "service, hooks on": HOOKS_ON,
+        "hooks on, but no request log (SERVING_LOG_LEVEL=WARNING)": {**HOOKS_ON, **QUIET},
+        "hooks on, but no prediction log": {**HOOKS_ON, "SERVING_PREDICTION_LOG": ""},
+        "hooks on, but no metrics": {**HOOKS_ON, "SERVING_METRICS": "false"},
+        "hooks on, but no A/B": {**HOOKS_ON, "SERVING_AB_SHARE": "0"},
+        "service, hooks off": {**HOOKS_ON, **OFF},
+        "hooks off, and no request log": {**HOOKS_ON, **OFF, **QUIET},
+    }
+    shares = {}
+    async with AsyncExitStack() as stack:
+        apps = {"bare FastAPI route (a constant)": bare()}
+        for name, env in variants.items():
+            apps[name] = await stack.enter_async_context(service(env))
+        costs = await cpu_us(apps)
+        shares["as it is"] = await profiled(apps["service, hooks on"])
+    # The changes patch module globals, so they go one after another, cumulatively.
     for number, change in enumerate(proposed.CHANGES, 1):
         change()
-        profile = number == len(proposed.CHANGES)
-        cost, share = await service(HOOKS_ON, profile=profile)
-        costs[f"hooks on + change {number} ({change.__name__})"] = cost
-        if profile:
-            shares["with the changes"] = share
-    print(json.dumps({"cpu_us": costs, "shares": shares}))
+        async with service(HOOKS_ON) as made:
+            name = f"hooks on + change {number} ({change.__name__})"
+            costs[name] = (await cpu_us({name: made}))[name]
+            if number == len(proposed.CHANGES):
+                shares["with the changes"] = await profiled(made)
+    async with AsyncExitStack() as stack:
+        apps = {
+            "with the changes, and no request log": {**HOOKS_ON, **QUIET},
+            "with the changes, hooks off": {**HOOKS_ON, **OFF},
+        }
+        for name, env in apps.items():
+            apps[name] = await stack.enter_async_context(service(env))
+        costs.update(await cpu_us(apps))
+    with open(sys.argv[3], "w") as out:
+        json.dump({"cpu_us": costs, "shares": shares}, out)
 
 
 asyncio.run(main())
@@ -865,18 +963,18 @@ def profile(setup: Setup, scratch: Path, key: str, requests: int) -> dict[str, A
     )
     env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(prototype)])
     body = json.dumps(setup.row, separators=(",", ":"))
-    with (scratch / "profile.out").open("wb") as sink:  # the request log's lines
+    output = scratch / "profile.json"
+    with (scratch / "profile.out").open("wb") as sink:  # a file, as the servers' output
         completed = subprocess.run(
-            [str(project.tools.python), str(prototype / "harness.py"), body, str(requests)],
+            [str(project.tools.python), str(prototype / "harness.py"), body, str(requests), output],
             cwd=project.path,
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=sink,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
             check=False,
         )
-    lines = [line for line in completed.stdout.decode().splitlines() if line.startswith("{")]
-    assert completed.returncode == 0 and lines, (scratch / "profile.out").read_text()[-3000:]
-    result: dict[str, Any] = json.loads(lines[-1])
+    assert completed.returncode == 0, (scratch / "profile.out").read_text()[-3000:]
+    result: dict[str, Any] = json.loads(output.read_text())
     return result
 
 
@@ -896,8 +994,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     args = parser.parse_args()
     started = time.monotonic()
-    global BODIES
-    BODIES = ("one row", f"{args.batch} rows")
+    bodies = bodies_for(args.batch)
 
     wrk = ensure_wrk()
     with ExitStack() as keep:
@@ -920,7 +1017,7 @@ def main() -> int:
             describe(server)
         scripts: dict[tuple[str, str], Path] = {}
         for server in all_servers:
-            for body in BODIES:
+            for body in bodies:
                 data = payload(server, rows if body != "one row" else rows[:1], body)
                 count = 1 if body == "one row" else args.batch
                 label = check(server, data, count)
@@ -946,7 +1043,7 @@ def main() -> int:
         loads = []
         if args.warmup > 0:
             log("warm-up")
-            for body in BODIES:
+            for body in bodies:
                 for server in all_servers:
                     script = scripts[(server.kind, body)]
                     wrk_run(wrk, server, script, args.warmup, args.connections)
@@ -954,7 +1051,7 @@ def main() -> int:
             # Alternate, and shift who goes first each round: drift hits every server alike.
             shift = number * len(all_servers) // max(args.rounds, 1)
             order = all_servers[shift:] + all_servers[:shift]
-            for body in BODIES:
+            for body in bodies:
                 for server in order:
                     log(f"round {number + 1}/{args.rounds}: {server.key}, {body}")
                     script = scripts[(server.kind, body)]
@@ -987,6 +1084,7 @@ def report(
         return statistics.median(r.p99_ms for r in results[key, body])
 
     models = setup.registry["models"]
+    bodies = bodies_for(args.batch)
     print(
         f"Machine: {machine()}; load average before the runs {load_before}, after each round"
         f" {', '.join(loads)}."
@@ -1002,13 +1100,13 @@ def report(
             f" version {model['challenger_version']} (a copy)"
         )
     print()
-    head = " | ".join(f"{body}: req/s | {body}: p99 ms" for body in BODIES)
+    head = " | ".join(f"{body}: req/s | {body}: p99 ms" for body in bodies)
     print(f"| model | server | {head} |")
-    print("|---|---|" + "---:|---:|" * len(BODIES))
+    print("|---|---|" + "---:|---:|" * len(bodies))
     for server in all_servers:
         model = MODELS[server.model] if server.model else "none"
         cells = " | ".join(
-            f"{rate(server.key, body):,.1f} | {p99(server.key, body):,.1f}" for body in BODIES
+            f"{rate(server.key, body):,.1f} | {p99(server.key, body):,.1f}" for body in bodies
         )
         print(f"| {model} | {server.label} | {cells} |")
     spreads = {
@@ -1035,7 +1133,7 @@ def report(
             continue
         suffix = "" if service == "on" else " (proposed changes)"
         for key in models:
-            for body in BODIES:
+            for body in bodies:
                 batch = "100 rows" if body != "one row" else body
                 need = SPEEDUP[(key, batch)]
                 ratio = rate(f"{key}-{service}", body) / rate(f"{key}-mlflow", body)
@@ -1045,7 +1143,7 @@ def report(
                     ratio >= need,
                 )
         for key in models:
-            for body in BODIES:
+            for body in bodies:
                 share = p99(f"{key}-{service}", body) / p99(f"{key}-mlflow", body)
                 target(
                     f"{key.upper()} {body}: p99 / mlflow serve's <= {P99_SHARE:g}{suffix}",
@@ -1053,8 +1151,9 @@ def report(
                     share <= P99_SHARE,
                 )
         for key in models:
-            for body in BODIES:
-                cost = 1 - rate(f"{key}-{service}", body) / rate(f"{key}-off", body)
+            for body in bodies:
+                off = f"{key}-off" if service == "on" else f"{key}-proposed-off"
+                cost = 1 - rate(f"{key}-{service}", body) / rate(off, body)
                 target(
                     f"{key.upper()} {body}: the hooks' cost <= {HOOKS_BUDGET:.0%}{suffix}",
                     100 * cost,
@@ -1070,7 +1169,7 @@ def report(
             )
     print("\nWhat ONNX buys (service, hooks on, ONNX Runtime / scikit-learn req/s):")
     for key in models:
-        for body in BODIES:
+        for body in bodies:
             gain = rate(f"{key}-on", body) / rate(f"{key}-sklearn", body)
             print(f"- {MODELS[key]}, {body}: {gain:.1f}x")
 
@@ -1079,7 +1178,7 @@ def report(
         bare = costs["bare FastAPI route (a constant)"]
         print(
             "\nIn-process profile, random forest, one row: CPU time per request of the ASGI"
-            " app alone (no HTTP, no uvicorn; every thread counted; best of 3 x"
+            " app alone (no HTTP, no uvicorn; every thread counted; best of 5 x"
             f" {args.profile_requests}). Changes are cumulative prototypes, not in the template."
         )
         print("\n| variant | CPU us per request | x bare |\n|---|---:|---:|")

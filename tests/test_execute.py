@@ -21,7 +21,6 @@ from support import (
     git,
     installed,
     pipeline_stages,
-    questions,
     raw_data,
     recorded_md5,
     run,
@@ -65,17 +64,9 @@ def test_dvc_is_initialised_and_clean_on_the_fresh_render(project: Project) -> N
     assert git(project.path, "status", "--porcelain").stdout == ""
 
 
-def on_the_default_dataset_only(project: Project) -> None:
-    """Skip a check that the data cannot change (the generated code and tools are the same
-    for every dataset): it runs on the default dataset's project of each level."""
-    if project.answers["dataset"] != questions()["dataset"]["default"]:
-        pytest.skip("the same for every dataset: checked on the default dataset")
-
-
 def test_pre_commit_passes_on_the_fresh_render(project: Project) -> None:
     if not project.caps["has_precommit"]:
         pytest.skip(f"level {project.level} has no pre-commit")
-    on_the_default_dataset_only(project)
     project.make("lint")
     assert git(project.path, "status", "--porcelain").stdout == "", "a hook changed files"
 
@@ -83,7 +74,6 @@ def test_pre_commit_passes_on_the_fresh_render(project: Project) -> None:
 def test_the_package_type_checks(project: Project) -> None:
     if not project.caps["has_precommit"]:
         pytest.skip(f"level {project.level} has no type checking")
-    on_the_default_dataset_only(project)
     project.make("typecheck")
 
 
@@ -163,7 +153,6 @@ def test_batch_prediction_from_the_cli(trained: Project, tmp_path: Path) -> None
 def test_dvc_push_and_pull_restore_identical_bytes(trained: Project) -> None:
     """Data and model go to the default local remote, outside the project, and come back
     byte for byte into an emptied workspace and cache."""
-    on_the_default_dataset_only(trained)
     raw = raw_data(trained)
     model = trained.path / "models" / "model.joblib"
     if not trained.caps["has_pipeline"]:  # README step 7; at level 2 the pipeline owns it
