@@ -38,7 +38,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,7 @@ from support import (  # noqa: E402
     run,
     shared_project_env,
     snapshot_template,
+    stop_group,
     tool,
 )
 
@@ -582,13 +582,7 @@ def serving(server: Server, logs: Path) -> Iterator[Server]:
         wait_ready(server)
         yield server
     finally:
-        if server.process.poll() is None:
-            os.killpg(server.process.pid, signal.SIGINT)
-            try:
-                server.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.process.pid, signal.SIGKILL)
-                server.process.wait()
+        stop_group(server.process, timeout=30)
 
 
 def servers(setup: Setup, scratch: Path, mlflow: Path, proposed: bool) -> list[Server]:

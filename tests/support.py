@@ -403,6 +403,18 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
         time.sleep(0.2)
 
 
+def stop_group(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Interrupt a process started in its own session, with everything it started; kill
+    the group if it has not ended within ``timeout`` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @dataclass
 class Server:
     """A generated project's service, running as a real process."""
@@ -413,13 +425,7 @@ class Server:
 
     def stop(self) -> str:
         """Stop it (the whole process group: make and the Python it started); its output."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
         return self.stdout.read_text()
 
 

@@ -174,10 +174,6 @@ def service(promoted: Project, tmp_path_factory: pytest.TempPathFactory) -> Iter
         SERVING_PREDICTION_LOG=str(log),
         SERVING_LOG_LEVEL="WARNING",
     ) as running:
-        for _ in range(300):
-            if httpx.get(f"{running.url}/ready", timeout=5).status_code == 200:
-                break
-            subprocess.run(["sleep", "0.1"], check=True)
         running.log = log  # type: ignore[attr-defined]
         yield running
 
