@@ -26,13 +26,18 @@ setup: $(BIN)/python ## Create .venv with the pinned tools, and the Node test to
 demo: setup ## Render a project at the highest built level and run it end to end
 	$(BIN)/python scripts/demo.py
 
+# The suite shares out over one test process per CPU (JOBS=1 runs it in this one); the
+# tests that share a trained project stay in one process (see tests/conftest.py).
+JOBS ?= auto
+XDIST = $(if $(filter 1,$(JOBS)),,-n $(JOBS))
+
 .PHONY: test
 test: setup ## Run the whole test suite: render every level, execute the built ones
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 .PHONY: test-fast
 test-fast: setup ## Only the fast tier: renders, answers, file sets, workflows
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 .PHONY: docs
 docs: setup ## Regenerate the generated parts of docs/ from copier.yml and the ladder

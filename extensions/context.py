@@ -160,13 +160,29 @@ CAPABILITIES: tuple[Capability, ...] = (
         ".github/workflows/deploy.yml", "src/{package}/deploy.py", "tests/test_deploy.py",
     )),
     # Level 4: full automated operations.
-    Capability("has_drift_detection", 4, "per-feature and prediction drift reports"),
-    Capability("has_decay_monitoring", 4, "performance on delayed ground truth"),
-    Capability("has_alerting", 4, "Prometheus alert rules and a dashboard"),
-    Capability("has_retraining", 4, "drift or decay triggers the training pipeline"),
-    Capability("has_monitoring_workflow", 4, "scheduled monitoring workflow"),
-    Capability("has_hot_reload", 4, "zero-downtime reload when the champion moves"),
-    Capability("has_audit_trail", 4, "every promotion and deployment on record"),
+    Capability("has_drift_detection", 4,
+               "per-feature and prediction drift of the served traffic: JSON, HTML, metrics", (
+        "src/{package}/drift.py", "src/{package}/monitor.py", "src/{package}/simulate.py",
+        "tests/test_drift.py", "tests/test_monitor.py",
+    )),
+    Capability("has_decay_monitoring", 4, "performance on delayed ground truth (POST /feedback)", (
+        "src/{package}/serving/routes/feedback.py",
+    )),
+    Capability("has_alerting", 4, "Prometheus alert rules with their unit tests, a dashboard", (
+        "monitoring/*",
+    )),
+    Capability("has_retraining", 4, "drift or decay retrains, bounded by a cool-down", (
+        "src/{package}/retrain.py", "data/feedback/.gitkeep", "tests/test_retrain.py",
+    )),
+    Capability("has_monitoring_workflow", 4, "scheduled monitoring workflow", (
+        ".github/workflows/monitor.yml",
+    )),
+    Capability("has_hot_reload", 4, "zero-downtime reload when the champion moves", (
+        "tests/test_reload.py",
+    )),
+    Capability("has_audit_trail", 4, "a hash-chained trail of promotions and deployments", (
+        "src/{package}/audit.py", "tests/test_audit.py",
+    )),
 )
 # fmt: on
 

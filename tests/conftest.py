@@ -1,4 +1,5 @@
-"""Fixtures: the template snapshot, one render per level, the shared project environment."""
+"""Fixtures: the template snapshot, one render per level, the shared project environment;
+and how the suite shares out over processes (pytest-xdist)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,41 @@ def rendered(request: pytest.FixtureRequest, render: Render) -> tuple[int, Path]
 def project_env() -> ProjectEnv:
     """One virtual environment for every generated project (see shared_project_env)."""
     return shared_project_env()
+
+
+# How the suite shares out over processes (pytest-xdist): a test goes with the others of
+# its scope, so that an expensive module-scoped fixture (a project rendered, installed
+# and trained; a Docker engine) is made once, in one process. These modules split by
+# their parameter (each executed level on its own), these are cheap or independent test
+# by test, and every other module stays whole.
+SPLIT_BY_PARAMETER = frozenset({"tests/test_execute.py"})
+TEST_BY_TEST = frozenset(
+    {
+        "tests/test_datasets.py",
+        "tests/test_docs.py",
+        "tests/test_questions.py",
+        "tests/test_render.py",
+        "tests/test_update.py",
+        "tests/test_workflows.py",
+    }
+)
+
+
+def xdist_scope(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    if module in TEST_BY_TEST:
+        return nodeid
+    if module in SPLIT_BY_PARAMETER and nodeid.endswith("]"):
+        return module + "[" + nodeid.rsplit("[", 1)[1]
+    return module
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return ByScope(config, log)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -37,6 +38,19 @@ GIT_ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
     "GIT_CONFIG_NOSYSTEM": "1",
 }
+
+
+@contextmanager
+def exclusive(name: str) -> Iterator[None]:
+    """Hold a lock shared by every test process (the suite runs on several, see
+    conftest.py), while one of them makes something under .cache/ that all of them use."""
+    CACHE.mkdir(exist_ok=True)
+    with (CACHE / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def tool(name: str) -> str:
@@ -207,7 +221,10 @@ class ProjectEnv:
         return self.venv / "bin" / "python"
 
     def env_for(self, project: Path, **extra: str) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+        # Not the template's own make's variables: a nested make would print "Entering
+        # directory" lines into the output the tests parse (CI runs the suite from make).
+        inherited = {"VIRTUAL_ENV", "MAKELEVEL", "MAKEFLAGS", "MFLAGS"}
+        env = {key: value for key, value in os.environ.items() if key not in inherited}
         env.update(GIT_ENV)
         env.update(
             # The project's environment first; then the template's own (uv, node tools).
@@ -232,9 +249,9 @@ def shared_project_env() -> ProjectEnv:
     (kept between runs; `uv pip install` then only checks it). Projects install
     themselves into it with their own `make install`."""
     venv = CACHE / "project-env"
-    if not (venv / "bin" / "python").exists():
-        CACHE.mkdir(exist_ok=True)
-        run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], CACHE)
+    with exclusive("project-env"):
+        if not (venv / "bin" / "python").exists():
+            run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], CACHE)
     return ProjectEnv(venv=venv, pre_commit_home=CACHE / "pre-commit")
 
 
@@ -273,6 +290,16 @@ class Project:
     @property
     def classifies(self) -> bool:
         return bool(self.contract["task"] == "classification")
+
+    @property
+    def served_tolerance(self) -> float:
+        """How far a served probability (or value, in target std devs) may be from the
+        scikit-learn pipeline's: ONNX Runtime (level 3+) computes in float32, within the
+        parity tolerance the register stage checked; below it the pipeline itself serves."""
+        if not self.caps["has_fast_serving"]:
+            return 1e-9
+        params = yaml.safe_load((self.path / "params.yaml").read_text(encoding="utf-8"))
+        return float(params["register"]["onnx_tolerance"])
 
     @property
     def env(self) -> dict[str, str]:

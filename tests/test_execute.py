@@ -203,8 +203,7 @@ def test_served_predictions_equal_the_pipeline_s(
     trained.make("predict", INPUT=str(tmp_path / "rows.csv"), OUTPUT=str(tmp_path / "out.csv"))
     expected = pd.read_csv(tmp_path / "out.csv", dtype={"label": str})
     served = batch.json()["predictions"]
-    # ONNX Runtime (level 3) computes in float32; scikit-learn serves below it.
-    tolerance = 2e-3 if trained.caps["has_fast_serving"] else 1e-9
+    tolerance = trained.served_tolerance
     if not trained.classifies:
         values = [prediction["value"] for prediction in served]
         spread = float(test_set[trained.target].std())

@@ -121,7 +121,8 @@ def test_served_predictions_equal_the_batch_cli_s(
     assert [p["label"] for p in served] == expected["label"].tolist()
     for prediction, (_, row) in zip(served, expected.iterrows(), strict=True):
         for label, probability in prediction["probabilities"].items():
-            assert probability == pytest.approx(row[f"proba_{label}"], abs=1e-9)
+            expected_probability = row[f"proba_{label}"]
+            assert probability == pytest.approx(expected_probability, abs=project.served_tolerance)
 
 
 def test_bad_requests_get_a_422_that_says_what_is_allowed(project: Project, server: str) -> None:

@@ -22,6 +22,7 @@ from support import (
     CACHE,
     Project,
     ProjectEnv,
+    exclusive,
     free_port,
     git,
     installed,
@@ -375,22 +376,24 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` (sqlite backend, local artifacts, loopback), from its own
     environment with the full mlflow package, stopped by its process id."""
     venv = CACHE / "mlflow-server-env"
-    if not (venv / "bin" / "mlflow").exists():
-        run(
-            [tool("uv"), "venv", "--quiet", "--python", str(Path(tool("python"))), str(venv)], CACHE
-        )
-        run(
-            [
-                tool("uv"),
-                "pip",
-                "install",
-                "--quiet",
-                "--python",
-                str(venv / "bin" / "python"),
-                f"mlflow=={MLFLOW_SERVER_VERSION}",
-            ],
-            CACHE,
-        )
+    with exclusive("mlflow-server-env"):
+        if not (venv / "bin" / "mlflow").exists():
+            run(
+                [tool("uv"), "venv", "--quiet", "--python", str(Path(tool("python"))), str(venv)],
+                CACHE,
+            )
+            run(
+                [
+                    tool("uv"),
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(venv / "bin" / "python"),
+                    f"mlflow=={MLFLOW_SERVER_VERSION}",
+                ],
+                CACHE,
+            )
     home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     env = {

@@ -3,6 +3,7 @@ from Debian's ``prometheus`` package, extracted once into the git-ignored ``.cac
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import tempfile
@@ -21,8 +22,15 @@ def promtool() -> Path:
     if found:
         return Path(found)
     cached = CACHE / "promtool"
-    if cached.is_file():
-        return cached
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "promtool.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one test process fetches it, the others wait
+        if not cached.is_file():
+            fetch(cached)
+    return cached
+
+
+def fetch(cached: Path) -> None:
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise Unavailable("promtool is not installed and this is no Debian system to fetch it")
     with tempfile.TemporaryDirectory() as scratch:
@@ -40,6 +48,4 @@ def promtool() -> Path:
         subprocess.run(
             ["tar", "-x", "-C", str(tree), "./usr/bin/promtool"], input=archive, check=True
         )
-        CACHE.mkdir(parents=True, exist_ok=True)
         shutil.copy2(tree / "usr" / "bin" / "promtool", cached)
-    return cached
