@@ -457,9 +457,12 @@ class Server:
 
 
 @contextmanager
-def serving(project: Project, stdout: Path, **settings: str) -> Iterator[Server]:
-    """`make serve` on a free port, answering `/health`; stopped by its process group.
-    ``settings`` are more environment variables (``SERVING_LOG_LEVEL="WARNING"``)."""
+def serving(
+    project: Project, stdout: Path, ready: bool = True, **settings: str
+) -> Iterator[Server]:
+    """`make serve` on a free port, answering `/health` (and, with ``ready``, `/ready` once
+    it can: a test of a service with no model yet says ``ready=False``); stopped by its
+    process group. ``settings`` are more environment variables (``SERVING_LOG_LEVEL=...``)."""
     port = free_port()
     with stdout.open("wb") as sink:
         process = subprocess.Popen(
@@ -474,7 +477,8 @@ def serving(project: Project, stdout: Path, **settings: str) -> Iterator[Server]
     running = Server(f"http://127.0.0.1:{port}", process, stdout)
     try:
         wait_for_http(f"{running.url}/health", process)
-        wait_until_ready(running.url, process)
+        if ready:
+            wait_until_ready(running.url, process)
         yield running
     finally:
         running.stop()

@@ -273,6 +273,7 @@ def test_ready_waits_for_a_champion_and_deploy_releases_it(
     with serving(
         promoted,
         tmp_path / "stdout.log",
+        ready=False,  # no release in staging yet: it is not meant to be ready
         SERVING_MODEL_ALIAS="staging",
         SERVING_RETRY_SECONDS="0.5",
         SERVING_PREDICTION_LOG="",
