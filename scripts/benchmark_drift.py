@@ -216,9 +216,12 @@ def _frame_chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
 
 def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     """Time drift.py on the files given in ``args``; report verdicts and memory."""
+    import importlib.machinery
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("drift", DRIFT_MODULE)
+    # The template's file has no .py suffix (Copier renders its name): load it as source.
+    loader = importlib.machinery.SourceFileLoader("drift", str(DRIFT_MODULE))
+    spec = importlib.util.spec_from_loader("drift", loader)
     assert spec and spec.loader
     drift = importlib.util.module_from_spec(spec)
     sys.modules["drift"] = drift
