@@ -3,11 +3,12 @@ from Debian's ``prometheus`` package, extracted once into the git-ignored ``.cac
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from support import exclusive
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "tools"
 
@@ -22,10 +23,9 @@ def promtool() -> Path:
     if found:
         return Path(found)
     cached = CACHE / "promtool"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / "promtool.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one test process fetches it, the others wait
+    with exclusive("promtool"):  # one test process fetches it, the others wait
         if not cached.is_file():
+            CACHE.mkdir(parents=True, exist_ok=True)
             fetch(cached)
     return cached
 
