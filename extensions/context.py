@@ -42,7 +42,7 @@ LEVELS: tuple[Level, ...] = (
           "validated models are promoted and deployed by CD, served with metrics and A/B, "
           "traceable", True),
     Level(4, "Full MLOps automated operations", "Level 2: CI/CD pipeline automation",
-          "drift and decay monitoring, alerts, automatic retraining, audit trail", False),
+          "drift and decay monitoring, alerts, automatic retraining, audit trail", True),
 )
 # fmt: on
 

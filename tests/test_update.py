@@ -26,19 +26,32 @@ from support import (
 pytestmark = pytest.mark.slow
 
 CONFLICT = re.compile(r"^(<{7}|>{7}|={7})( |$)", re.M)
-# The level that adds promotion and continuous delivery: climbs to it have their own test
-# (test_climbing_to_the_delivery_level), which executes only the likely one.
+# The level that adds promotion and continuous delivery. Climbs to it and above have their
+# own test (test_climbing_to_a_deploying_level), which executes only the likely one.
 DELIVERY_LEVEL = next(cap.level for cap in ladder().CAPABILITIES if cap.name == "has_cd")
 
 
 def climbs() -> list[tuple[int, int]]:
-    """Every step up to a built level, and the jump from 0 to the highest one, but those
-    to DELIVERY_LEVEL (see test_climbing_to_the_delivery_level)."""
+    """Every step up to a built level below DELIVERY_LEVEL, and the jump from 0 to the
+    highest built one."""
     built = selected_levels(built_only=True)
-    steps = {(high - 1, high) for high in built if high > 0}
+    steps = {(high - 1, high) for high in built if 0 < high < DELIVERY_LEVEL}
     if built and max(built) > 1:
         steps.add((0, max(built)))
-    return sorted(step for step in steps if step[1] != DELIVERY_LEVEL)
+    return sorted(steps)
+
+
+def climbs_to_deploying_levels() -> list[tuple[int, int]]:
+    """From every lower level to each built level from DELIVERY_LEVEL up, but the jumps
+    climbs() makes already."""
+    built = selected_levels(built_only=True)
+    return [
+        (low, high)
+        for high in built
+        if high >= DELIVERY_LEVEL
+        for low in range(high)
+        if (low, high) not in climbs()
+    ]
 
 
 def update(project: Path, **answers: object) -> None:
@@ -226,15 +239,18 @@ DELIVERY_FILES = (
 )
 
 
-@pytest.mark.parametrize("low", range(DELIVERY_LEVEL), ids=lambda level: f"level-{level}")
-def test_climbing_to_the_delivery_level(render: Render, project_env: ProjectEnv, low: int) -> None:
-    """From every lower level to DELIVERY_LEVEL on a committed, user-edited project: the
-    edits stay, nothing conflicts, the new files arrive and the project lints. The likely
-    climb, from the level just below, also trains, promotes and runs its own tests."""
-    if DELIVERY_LEVEL not in selected_levels():
-        pytest.skip(f"level {DELIVERY_LEVEL} is not in $LEVELS")
-    executed = low == DELIVERY_LEVEL - 1
-    path = render(f"deliver{low}", maturity_level=low)
+@pytest.mark.parametrize(
+    ("low", "high"), climbs_to_deploying_levels(), ids=lambda level: f"level-{level}"
+)
+def test_climbing_to_a_deploying_level(
+    render: Render, project_env: ProjectEnv, low: int, high: int
+) -> None:
+    """From a lower level to one that deploys (DELIVERY_LEVEL and up) on a committed,
+    user-edited project: the edits stay, nothing conflicts, the new files arrive and the
+    project lints. The likely climb, from the level just below, also trains, promotes and
+    runs its own tests."""
+    executed = low == high - 1
+    path = render(f"deliver{low}{high}", maturity_level=low)
     project = open_project(path, project_env)
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "Generate project")
@@ -246,7 +262,7 @@ def test_climbing_to_the_delivery_level(render: Render, project_env: ProjectEnv,
     contract = (path / "data" / "contract.yaml").read_text()
     kept = edit_as_a_user(project)
 
-    update(path, maturity_level=DELIVERY_LEVEL)
+    update(path, maturity_level=high)
 
     assert not conflicted(path), conflicted(path)
     for name, texts in kept.items():
@@ -256,7 +272,7 @@ def test_climbing_to_the_delivery_level(render: Render, project_env: ProjectEnv,
     assert (path / f"src/{project.package}/costs.py").read_text() == OWN_MODULE, "costs.py"
     assert (path / "data" / "contract.yaml").read_text() == contract, "the contract changed"
     climbed = open_project(path, project_env)
-    assert climbed.level == DELIVERY_LEVEL
+    assert climbed.level == high
     assert_capabilities_arrived(climbed, low)
     files = rendered_files(path)
     for expected in DELIVERY_FILES:
@@ -295,17 +311,22 @@ def with_own_paragraphs(project: Path) -> list[str]:
     return edited
 
 
-def test_a_paragraph_added_to_any_module_docstring_survives_the_climb(render: Render) -> None:
-    """The most natural edit of a generated module, on the likely climb to DELIVERY_LEVEL
-    (from the level below: every module it changes exists there)."""
-    if DELIVERY_LEVEL not in selected_levels():
-        pytest.skip(f"level {DELIVERY_LEVEL} is not in $LEVELS")
-    path = render("paragraphs", maturity_level=DELIVERY_LEVEL - 1)
+@pytest.mark.parametrize(
+    "high",
+    [high for high in selected_levels(built_only=True) if high >= DELIVERY_LEVEL],
+    ids=lambda level: f"level-{level}",
+)
+def test_a_paragraph_added_to_any_module_docstring_survives_the_climb(
+    render: Render, high: int
+) -> None:
+    """The most natural edit of a generated module, on the likely climb to a level that
+    deploys (from the level below: every module it changes exists there)."""
+    path = render(f"paragraphs{high}", maturity_level=high - 1)
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "Generate project")
     edited = with_own_paragraphs(path)
     assert len(edited) > 10, edited
-    update(path, maturity_level=DELIVERY_LEVEL)
+    update(path, maturity_level=high)
     assert not conflicted(path), conflicted(path)
     for name in edited:
         assert "\nA paragraph of our own.\n" in (path / name).read_text(), name

@@ -1,0 +1,460 @@
+"""Level 4, full automated operations, executed on a fresh render of the penguins data
+(numbers, categories, missing values, text labels) with its service running over real
+HTTP, as its README says, in phases of simulated traffic (`make simulate`), each
+checked by `make monitor` on its own slice of the prediction log:
+
+- traffic from the data's own population flags no feature and no decay;
+- traffic shifted on two chosen features flags exactly those, and the verdict retrains:
+  the pipeline runs on the data plus the window's labelled rows, and the new version is
+  promoted, or rejected with its reason;
+- wrong ground truth, sent to `POST /feedback`, gives the decay verdict per variant, and
+  the cool-down keeps a second retraining from starting;
+- the champion alias moved under load: the running service swaps to the new version
+  with no failed request, and no answer mixes the two versions;
+- the audit trail holds every entry with all its fields, and `make audit-verify` finds an
+  edited, a deleted and a cut-off entry;
+- the rendered alert rules pass promtool's check and their unit tests; every metric the
+  rules and the dashboard read is one that the service or the monitor exports, and every
+  dashboard query is valid PromQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import subprocess
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+from conftest import Render
+from support import (
+    Project,
+    ProjectEnv,
+    Server,
+    capabilities,
+    git,
+    installed,
+    run,
+    selected_levels,
+    serving,
+)
+from tools.promtool import Unavailable, promtool
+
+pytestmark = pytest.mark.slow
+
+LEVELS = [
+    level for level in selected_levels(built_only=True) if capabilities(level)["has_retraining"]
+]
+LEVEL = LEVELS[0] if LEVELS else None
+DATASET = "penguins"
+# Drift on a number (three standard deviations) and on a category (every row one island).
+SHIFTS = {"bill_length_mm": "3", "island": "Torgersen"}
+AB_SHARE = "0.25"
+
+
+@pytest.fixture(scope="module")
+def project(render: Render, project_env: ProjectEnv) -> Project:
+    """A level-4 render on the penguins, installed and trained (version 1: champion)."""
+    if LEVEL is None:
+        pytest.skip("no built level with retraining is selected")
+    project = installed(render("operations", maturity_level=LEVEL, dataset=DATASET), project_env)
+    project.make("train")
+    git(project.path, "add", "--all")
+    git(project.path, "commit", "--quiet", "--message", "First training run")
+    project.raw_rows = len(pd.read_csv(project.path / "data" / "raw" / "data.csv"))  # type: ignore[attr-defined]
+    return project
+
+
+@pytest.fixture(scope="module")
+def service(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`make serve` with A/B on and the registry polled every second (hot reload); the
+    prediction and feedback logs where the project keeps them (logs/)."""
+    folder = tmp_path_factory.mktemp("operations")
+    with serving(
+        project,
+        folder / "stdout.log",
+        SERVING_AB_SHARE=AB_SHARE,
+        SERVING_RELOAD_SECONDS="1",
+        SERVING_LOG_LEVEL="WARNING",
+    ) as running:
+        yield running
+
+
+class Phases:
+    """Traffic in phases, each monitored on its own slice of the append-only log."""
+
+    def __init__(self, project: Project, server: Server) -> None:
+        self.project, self.server = project, server
+        self.log = project.path / "logs" / "predictions.jsonl"
+        self.results: dict[str, dict[str, Any]] = {}
+        self.outputs: dict[str, str] = {}
+
+    def records(self) -> int:
+        return len(self.log.read_bytes().splitlines()) if self.log.is_file() else 0
+
+    def run(self, name: str, rows: int, retrain: bool, **simulate: str) -> dict[str, Any]:
+        """``make simulate`` (ROWS, SHIFT, DEGRADE), then ``make monitor`` on the log
+        lines that traffic added (cut out of the log by its offset: the log is append-only,
+        so a slice is exact where a time window is not)."""
+        start, offset = self.records(), self.log.stat().st_size if self.log.is_file() else 0
+        sent = self.project.make("simulate", URL=self.server.url, ROWS=str(rows), **simulate)
+        assert f"{rows} answered, 0 failed" in sent.stdout, sent.stdout
+        deadline = time.monotonic() + 30  # the log is written off the request path
+        while self.records() < start + rows and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert self.records() == start + rows
+        sliced = self.project.path / "logs" / f"phase-{name}.jsonl"
+        with self.log.open("rb") as whole:
+            whole.seek(offset)
+            sliced.write_bytes(whole.read())
+        monitored = self.project.make("monitor", LOG=str(sliced), RETRAIN="1" if retrain else "")
+        self.outputs[name] = monitored.stdout
+        folder = self.project.path / "reports" / "monitor"
+        result: dict[str, Any] = json.loads((folder / "verdict.json").read_text())
+        result["html"] = (folder / "report.html").read_text()
+        result["prom"] = (folder / "metrics.prom").read_text()
+        self.results[name] = result
+        return result
+
+
+@pytest.fixture(scope="module")
+def phases(project: Project, service: Server) -> Phases:
+    """Three phases: calm (the data's own rows), shifted (SHIFTS; the verdict retrains),
+    degraded (half the labels wrong; the cool-down holds the retraining back)."""
+    phases = Phases(project, service)
+    phases.run("calm", rows=400, retrain=True)
+    shift = " ".join(f"{name}={amount}" for name, amount in SHIFTS.items())
+    phases.run("shifted", rows=300, retrain=True, SHIFT=shift)
+    phases.run("degraded", rows=300, retrain=True, DEGRADE="0.5")
+    return phases
+
+
+def registry(project: Project) -> dict[str, Any]:
+    """Aliases and every version's tags, from MLflow."""
+    script = f"""
+import json
+from {project.package} import config, tracking
+client = tracking.client()
+model = client.get_registered_model(config.MODEL_NAME)
+versions = client.search_model_versions(f"name = '{{config.MODEL_NAME}}'")
+print(json.dumps({{
+    "aliases": {{alias: str(version) for alias, version in model.aliases.items()}},
+    "tags": model.tags,
+    "versions": {{str(v.version): v.tags for v in versions}},
+}}))
+"""
+    return json.loads(project.python("-c", script).stdout)  # type: ignore[no-any-return]
+
+
+def set_champion(project: Project, version: str) -> None:
+    script = (
+        f"from {project.package} import config, tracking\n"
+        f"tracking.client().set_registered_model_alias(config.MODEL_NAME, 'champion', {version!r})"
+    )
+    project.python("-c", script)
+
+
+# Drift -------------------------------------------------------------------------------------
+
+
+def test_traffic_like_the_training_data_flags_nothing(phases: Phases) -> None:
+    calm = phases.results["calm"]
+    assert calm["window"]["requests"] == 400 and calm["window"]["labelled_rows"] == 400
+    drift = calm["drift"]
+    assert drift["drifted_features"] == [] and not drift["prediction_drifted"], drift
+    assert not calm["verdict"]["fired"], calm["verdict"]
+    assert calm["retraining"] == {"triggered": False, "count": 0}
+    assert "retrain:" not in phases.outputs["calm"]
+    # Measured on its labels, it has not decayed. (One version: the challenger alias names
+    # the champion's, so A/B has nothing to split.)
+    (variant,) = calm["decay"]["variants"].values()
+    assert variant["labelled_rows"] == 400 and not variant["decayed"] and variant["live"] > 0.8
+
+
+def test_shifted_traffic_flags_exactly_the_shifted_features(
+    project: Project, phases: Phases
+) -> None:
+    shifted = phases.results["shifted"]
+    assert sorted(shifted["drift"]["drifted_features"]) == sorted(SHIFTS)
+    features = {item["name"]: item for item in shifted["drift"]["report"]["features"]}
+    assert set(features) == set(project.features)
+    # The report a person reads: each drifted feature drawn, reference beside current.
+    sections = shifted["html"].split("<h2")[1:]
+    drawn = {section.split(">", 1)[1].split(" (", 1)[0]: section for section in sections}
+    for name in SHIFTS:
+        summary = html.escape(features[name]["reasons"][0], quote=False)
+        assert "<svg" in drawn[name] and summary in drawn[name], name
+    assert sum("<svg" in section for section in sections) == len(SHIFTS)
+    prom = shifted["prom"]
+    for name in SHIFTS:
+        assert f'{project.package}_drift_detected{{feature="{name}"}} 1' in prom
+    assert f"{project.package}_drifted_features {len(SHIFTS)}" in prom
+
+
+# Retraining --------------------------------------------------------------------------------
+
+
+def test_the_drift_verdict_retrains_and_the_result_is_recorded(
+    project: Project, phases: Phases
+) -> None:
+    shifted, output = phases.results["shifted"], phases.outputs["shifted"]
+    assert shifted["verdict"]["fired"] and shifted["retraining"] == {"triggered": True, "count": 1}
+    assert f"{project.package}_retraining_triggered_total 1" in shifted["prom"]
+    assert "retrain: the verdict fired; running the pipeline, with 300 labelled" in output
+    # The window's labelled rows reached the data, and the pipeline ran on them.
+    saved = list((project.path / "data" / "feedback").glob("live-*.csv"))
+    assert len(saved) == 1
+    live = pd.read_csv(saved[0])
+    assert len(live) == 300 and set(live["island"]) == {"Torgersen"}
+    raw = pd.read_csv(project.path / "data" / "raw" / "data.csv")
+    assert len(raw) == project.raw_rows + 300, "the ingest stage added the live rows"  # type: ignore[attr-defined]
+    # Version 2, decided: promoted, or rejected with both scores and the margin.
+    decision = json.loads((project.path / "reports" / "promotion.json").read_text())
+    assert decision["version"] == "2" and f"retrain: {decision['reason']}" in output
+    state = registry(project)
+    tags = state["versions"]["2"]
+    assert tags["promotion.decision"] == ("promoted" if decision["promoted"] else "rejected")
+    assert state["aliases"]["challenger"] == "2"
+    assert state["aliases"]["champion"] == ("2" if decision["promoted"] else "1")
+    if not decision["promoted"]:
+        for score in (decision["score"], decision["champion_score"]):
+            assert f"{score:.6g}" in tags["promotion.reason"]
+
+
+def test_wrong_labels_decay_and_the_cool_down_holds_the_retraining(
+    project: Project, phases: Phases
+) -> None:
+    degraded, output = phases.results["degraded"], phases.outputs["degraded"]
+    decay = degraded["decay"]
+    assert decay["metric"] == "accuracy"
+    champion = decay["variants"]["champion"]
+    assert champion["decayed"] and champion["live"] < 0.9 * champion["reference"], champion
+    # A/B measured on real outcomes, when the retrained version lost: it is the challenger.
+    promoted = json.loads((project.path / "reports" / "promotion.json").read_text())["promoted"]
+    assert set(decay["variants"]) == ({"champion"} if promoted else {"champion", "challenger"})
+    if not promoted:
+        challenger = decay["variants"]["challenger"]
+        assert challenger["version"].endswith("/2")
+        assert sum(item["labelled_rows"] for item in decay["variants"].values()) == 300
+        if challenger["labelled_rows"] >= 50:  # monitor.decay.min_labels
+            assert challenger["decayed"], challenger
+    assert degraded["verdict"]["decay"] and degraded["verdict"]["fired"]
+    assert any("champion decayed: accuracy" in reason for reason in degraded["verdict"]["reasons"])
+    assert f'{project.package}_decay_detected{{variant="champion"}} 1' in degraded["prom"]
+    # The loop is bounded: no second retraining within the cool-down.
+    assert "retrain: not now, cooling down" in output
+    assert degraded["retraining"] == {"triggered": False, "count": 1}
+    assert set(registry(project)["versions"]) == {"1", "2"}
+
+
+# Hot reload --------------------------------------------------------------------------------
+
+
+def test_the_service_swaps_versions_under_load_without_a_failure(
+    project: Project, service: Server, phases: Phases
+) -> None:
+    """Move the champion alias while eight clients send the same batch without pause: no
+    request fails, each client sees the old version, then the new one, never back; and
+    every answer is wholly one version's (all answers of a version are identical)."""
+    raw = pd.read_csv(project.path / "data" / "raw" / "data.csv", dtype={"sex": str})
+    batch = json.loads(raw.drop(columns=project.target).head(40).to_json(orient="records"))
+    before = httpx.get(f"{service.url}/version", timeout=10).json()["version"]
+    after = "1" if before == "2" else "2"
+    stop = threading.Event()
+    seen: dict[int, list[tuple[int, str, str, str]]] = defaultdict(list)
+
+    def client(number: int) -> None:
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+            while not stop.is_set():
+                response = http.post("/predict", json=batch)
+                body = response.json() if response.status_code == 200 else {}
+                seen[number].append(
+                    (
+                        response.status_code,
+                        str(body.get("variant")),
+                        str(body.get("model_version")),
+                        json.dumps(body.get("predictions"), sort_keys=True),
+                    )
+                )
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2)
+        set_champion(project, after)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if httpx.get(f"{service.url}/version", timeout=10).json()["version"] == after:
+                break
+            time.sleep(0.2)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    answers = [answer for answers in seen.values() for answer in answers]
+    assert Counter(status for status, *_ in answers) == {200: len(answers)}
+    old, new = f"/{before}", f"/{after}"  # model versions read models:/<name>/<number>
+    champion = [version for _, variant, version, _ in answers if variant == "champion"]
+    assert {version.rsplit("/", 1)[1] for version in champion} == {before, after}
+    for answers_of_one in seen.values():
+        served = [version for _, variant, version, _ in answers_of_one if variant == "champion"]
+        first_new = next((i for i, v in enumerate(served) if v.endswith(new)), len(served))
+        assert all(v.endswith(old) for v in served[:first_new]), served
+        assert all(v.endswith(new) for v in served[first_new:]), served
+    payloads: dict[str, set[str]] = defaultdict(set)
+    for _, _, version, predictions in answers:
+        payloads[version].add(predictions)
+    assert all(len(distinct) == 1 for distinct in payloads.values()), {
+        version: len(distinct) for version, distinct in payloads.items()
+    }
+    assert len({next(iter(distinct)) for distinct in payloads.values()}) == len(payloads)
+
+
+# The audit trail ---------------------------------------------------------------------------
+
+AUDIT_FIELDS = {"seq", "time", "event", "who", "why", "model", "data_hash", "code_commit", "prev"}
+
+
+def test_the_audit_trail_holds_every_decision_and_finds_tampering(
+    project: Project, phases: Phases
+) -> None:
+    deployed = run(
+        ["make", "deploy", "ENV=staging", f"PYTHON={project.tools.python}"],
+        project.path,
+        project.tools.env_for(project.path, GITHUB_ACTOR="octocat"),
+    )
+    assert "no KUBECONFIG" in deployed.stdout
+    trail = project.path / "audit" / "trail.jsonl"
+    entries = [json.loads(line) for line in trail.read_text().splitlines()]
+    decision = json.loads((project.path / "reports" / "promotion.json").read_text())
+    second = "promotion" if decision["promoted"] else "rejection"
+    assert [entry["event"] for entry in entries] == [
+        "promotion",
+        "retraining",
+        second,
+        "deployment",
+    ]
+    for entry in entries:
+        assert set(entry) == AUDIT_FIELDS | {"hash"}, entry
+        assert entry["who"] and entry["time"] and entry["why"], entry
+    first, retraining, decided, deployment = entries
+    assert (first["model"]["before"], first["model"]["after"]) == (None, "1")
+    assert (decided["model"]["before"], decided["why"]["version"]) == ("1", "2")
+    assert decided["model"]["after"] == ("2" if decision["promoted"] else "1")
+    assert decided["why"]["reason"] == decision["reason"]
+    assert deployment["who"] == "octocat (GitHub Actions)"
+    assert deployment["why"]["environment"] == "staging"
+    versions = registry(project)["versions"]
+    for entry, version in ((first, "1"), (decided, "2")):
+        assert entry["data_hash"] == versions[version]["data_hash"]
+        assert entry["code_commit"] == versions[version]["git_commit"]
+    assert any("drifted" in reason for reason in retraining["why"]["verdict"])
+    assert retraining["why"]["labelled_rows_added"] == 300
+    (live,) = (project.path / "data" / "feedback").glob("live-*.csv")
+    assert retraining["data_hash"] == hashlib.md5(live.read_bytes()).hexdigest()
+
+    assert "4 entries, chain intact" in project.make("audit-verify").stdout
+    original = trail.read_text()
+    lines = original.splitlines(keepends=True)
+    tampered = {
+        "edited": original.replace('"who": "octocat', '"who": "mallory', 1),
+        "deleted": "".join(lines[:1] + lines[2:]),
+        "cut off": "".join(lines[:-1]),  # a chain alone cannot tell: the registry's head can
+    }
+    try:
+        for how, text in tampered.items():
+            trail.write_text(text)
+            if how == "cut off":  # the command, which asks the registry
+                found = project.make("audit-verify", check=False)
+            else:  # the chain alone (no registry: faster)
+                found = project.python("-m", f"{project.package}.audit", "--offline", check=False)
+            assert found.returncode != 0 and "FAILED verification" in found.stdout, how
+    finally:
+        trail.write_text(original)
+    assert project.make("audit-verify").returncode == 0
+
+
+# Alerts and the dashboard ------------------------------------------------------------------
+
+
+def exported_names(text: str) -> set[str]:
+    """Every metric and sample name in Prometheus' text format."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith(("# HELP ", "# TYPE ")):
+            names.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+def test_the_alert_rules_pass_promtool_and_read_only_exported_metrics(
+    project: Project, service: Server, phases: Phases, tmp_path: Path
+) -> None:
+    try:
+        checker = str(promtool())
+    except Unavailable as reason:
+        pytest.skip(str(reason))
+    rules = project.path / "monitoring" / "prometheus"
+    checked = subprocess.run(
+        [checker, "check", "rules", str(rules / "alerts.yml")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        [checker, "test", "rules", "alerts.test.yml"], cwd=rules, capture_output=True, text=True
+    )
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+
+    dashboard = json.loads((project.path / "monitoring" / "grafana" / "dashboard.json").read_text())
+    queries = [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
+    assert len(queries) > 20
+    # Each query is valid PromQL: promtool checks it as a recording rule (Grafana's
+    # interval variables set to what they stand for).
+    grouped = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {
+                        "record": f"dashboard:query_{index}",
+                        "expr": query.replace("$__rate_interval", "5m").replace("$__range", "1h"),
+                    }
+                    for index, query in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    (tmp_path / "dashboard.rules.yml").write_text(yaml.safe_dump(grouped))
+    parsed = subprocess.run(
+        [checker, "check", "rules", str(tmp_path / "dashboard.rules.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert parsed.returncode == 0, parsed.stdout + parsed.stderr
+
+    # What they read is what the service (/metrics) and the monitor (metrics.prom) export.
+    exported = exported_names(httpx.get(f"{service.url}/metrics", timeout=10).text)
+    exported |= exported_names(phases.results["degraded"]["prom"])
+    prefix = project.package + "_"
+    read = set(re.findall(rf"\b{prefix}[a-z_]+", (rules / "alerts.yml").read_text()))
+    read |= {name for query in queries for name in re.findall(rf"\b{prefix}[a-z_]+", query)}
+    # A regression's service exports a histogram of predicted values; this one classifies.
+    regression_only = {f"{prefix}prediction_value_{part}" for part in ("bucket", "sum", "count")}
+    assert read - regression_only <= exported, sorted(read - regression_only - exported)
