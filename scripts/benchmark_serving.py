@@ -250,7 +250,6 @@ PROPOSED = '''
 package in this process only (the template is not changed); apply(n) applies the first n,
 in order, before the app is made."""
 
-import gc
 import importlib
 import logging
 import os
@@ -259,9 +258,8 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
@@ -271,21 +269,6 @@ PACKAGE = os.environ["BENCH_PACKAGE"]
 
 def module(name):
     return importlib.import_module(f"{PACKAGE}.{name}")
-
-
-def async_dependencies():
-    """deps.py: get_settings and get_variants as `async def`: FastAPI runs a plain `def`
-    dependency in its thread pool, two thread hops per request."""
-    deps, predict = module("serving.deps"), module("serving.routes.predict")
-
-    async def get_settings(request: Request):
-        return request.app.state.settings
-
-    async def get_variants(request: Request):
-        return deps.get_variants(request)
-
-    predict.SettingsDep = Annotated[deps.Settings, Depends(get_settings)]
-    predict.VariantsDep = Annotated[deps.Variants, Depends(get_variants)]
 
 
 def route_reads_its_body():
@@ -349,21 +332,6 @@ def route_reads_its_body():
     predict.router_for = router_for
 
 
-def one_matrix():
-    """export.py feeds(): all-number features as one np.array of the columns, transposed,
-    instead of one np.asarray per feature and np.column_stack."""
-    export, runtime = module("export"), module("serving.runtime")
-    general = export.feeds
-
-    def feeds(columns, contract):
-        if export.uses_single_input(contract):
-            block = np.array([columns[name] for name in contract.names], np.float32).T
-            return {export.SINGLE_INPUT: np.ascontiguousarray(block)}
-        return general(columns, contract)
-
-    runtime.feeds = feeds
-
-
 def cheaper_hooks():
     """request_log.py: the line serialised by orjson and written to stdout directly (no
     LogRecord, Formatter, json.dumps per request); metrics.py observe_request: the labelled
@@ -416,93 +384,9 @@ def cheaper_hooks():
     metrics.ServiceMetrics.observe_request = observe_request
 
 
-def log_without_thread():
-    """prediction_log.py: no thread and no queue: write() serialises the record with orjson
-    into the file's own 1 MiB buffer, counts bytes to rotate (the same file names as
-    RotatingFileHandler), and flushes once a second (the template would add a flush task
-    in the lifespan for idle periods) and at close. The thread's wake-up and GIL hand-off
-    on every request cost more than the write itself."""
-    app = module("serving.app")
-
-    class PredictionLog:
-        def __init__(self, path, max_bytes, backups):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.path, self.max_bytes, self.backups = path, max_bytes, backups
-            self._open()
-
-        def _open(self):
-            self._file = open(self.path, "ab", buffering=1 << 20)  # noqa: SIM115
-            self._size = self._file.tell()
-            self._flushed = time.monotonic()
-
-        def write(self, record):
-            line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\\n"
-            if self._size and self._size + len(line) > self.max_bytes:
-                self._rotate()
-            self._file.write(line)
-            self._size += len(line)
-            now = time.monotonic()
-            if now - self._flushed >= 1.0:
-                self._file.flush()
-                self._flushed = now
-
-        def _rotate(self):
-            self._file.close()
-            name = self.path.name
-            for number in range(self.backups - 1, 0, -1):
-                older = self.path.with_name(f"{name}.{number}")
-                if older.exists():
-                    older.replace(self.path.with_name(f"{name}.{number + 1}"))
-            if self.backups:
-                self.path.replace(self.path.with_name(f"{name}.1"))
-            else:
-                self.path.unlink()
-            self._open()
-
-        def close(self):
-            self._file.close()
-
-    app.PredictionLog = PredictionLog
-
-
-def predict_route_first():
-    """app.py create_app: /predict first in the routing table (include its router before
-    the others), not matched after eight other routes."""
-    app = module("serving.app")
-    create = app.create_app
-
-    def create_app(*args, **kwargs):
-        made = create(*args, **kwargs)
-        routes = made.router.routes
-        routes.sort(key=lambda route: getattr(route, "path", "") != "/predict")
-        return made
-
-    app.create_app = create_app
-
-
-def freeze_after_loading():
-    """app.py serve(): gc.collect() then gc.freeze() once the models are loaded. The
-    imports and models leave about 330,000 objects that every full collection walks (a
-    few hundred milliseconds on a busy machine: the batches' p99); frozen, they are skipped."""
-    app = module("serving.app")
-    serve = app.serve
-
-    def frozen(made, variants):
-        serve(made, variants)
-        gc.collect()
-        gc.freeze()
-
-    app.serve = frozen
-
-
 CHANGES = [
-    async_dependencies,
     route_reads_its_body,
-    one_matrix,
     cheaper_hooks,
-    log_without_thread,
-    predict_route_first,
-    freeze_after_loading,
 ]
 
 

@@ -1,6 +1,7 @@
 """The main job, end to end: render a project on the defaults at the highest level the
 template has built, then run it as its README says: install, data, train, serve, and
-ask the running service for a prediction over HTTP.
+ask the running service for a prediction over HTTP (at level 4, also replay the data at
+it and run the monitors).
 
     make demo            (or: .venv/bin/python scripts/demo.py [--keep-serving])
 
@@ -93,6 +94,14 @@ def main() -> int:
         response = httpx.post(f"{url}/predict", json=row, timeout=10)
         response.raise_for_status()
         print(json.dumps(response.json(), indent=2))
+        if ladder().capabilities_at(level)["has_drift_detection"]:
+            step("replay the data at it", ["make", "simulate", f"URL={url}", "ROWS=400"],
+                 destination, env)  # fmt: skip
+            step("monitor (drift and decay; RETRAIN= only checks)",
+                 ["make", "monitor", "RETRAIN="], destination, env)  # fmt: skip
+            report = destination / "reports" / "monitor"
+            verdict = json.loads((report / "verdict.json").read_text())["verdict"]
+            print(f"    verdict: {json.dumps(verdict)}\n    report: {report / 'report.html'}")
         if args.keep_serving:
             print(f"\nServing on {url}/docs; Ctrl-C stops it.")
             server.wait()

@@ -139,6 +139,10 @@ def phases(project: Project, service: Server) -> Phases:
     return phases
 
 
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def registry(project: Project) -> dict[str, Any]:
     """Aliases and every version's tags, from MLflow."""
     script = f"""
@@ -194,7 +198,8 @@ def test_shifted_traffic_flags_exactly_the_shifted_features(
     for name in SHIFTS:
         summary = html.escape(features[name]["reasons"][0], quote=False)
         assert "<svg" in drawn[name] and summary in drawn[name], name
-    assert sum("<svg" in section for section in sections) == len(SHIFTS)
+    drawn_features = [name for name, section in drawn.items() if "<svg" in section]
+    assert sorted(set(drawn_features) - {"prediction"}) == sorted(SHIFTS)  # and no other
     prom = shifted["prom"]
     for name in SHIFTS:
         assert f'{project.package}_drift_detected{{feature="{name}"}} 1' in prom
@@ -214,6 +219,10 @@ def test_the_drift_verdict_retrains_and_the_result_is_recorded(
     # The window's labelled rows reached the data, and the pipeline ran on them.
     saved = list((project.path / "data" / "feedback").glob("live-*.csv"))
     assert len(saved) == 1
+    pointer = saved[0].with_name(saved[0].name + ".dvc")  # versioned by DVC, for git
+    assert yaml.safe_load(pointer.read_text())["outs"][0]["md5"] == md5(saved[0])
+    assert git(project.path, "check-ignore", str(pointer), check=False).returncode == 1
+    assert git(project.path, "check-ignore", str(saved[0]), check=False).returncode == 0
     live = pd.read_csv(saved[0])
     assert len(live) == 300 and set(live["island"]) == {"Torgersen"}
     raw = pd.read_csv(project.path / "data" / "raw" / "data.csv")
@@ -363,7 +372,7 @@ def test_the_audit_trail_holds_every_decision_and_finds_tampering(
     assert any("drifted" in reason for reason in retraining["why"]["verdict"])
     assert retraining["why"]["labelled_rows_added"] == 300
     (live,) = (project.path / "data" / "feedback").glob("live-*.csv")
-    assert retraining["data_hash"] == hashlib.md5(live.read_bytes()).hexdigest()
+    assert retraining["data_hash"] == md5(live)
 
     assert "4 entries, chain intact" in project.make("audit-verify").stdout
     original = trail.read_text()

@@ -141,3 +141,17 @@ def test_bad_requests_get_a_422_that_says_what_is_allowed(project: Project, serv
     response = httpx.post(f"{server}/predict", json=gaps, timeout=10)
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["label"] in ("approved", "rejected")
+
+
+def test_the_monitors_flag_exactly_the_shifted_features(project: Project, server: str) -> None:
+    """Level 4 on the user's data: traffic with a flag set in every row and a number moved
+    by three standard deviations is caught on those two features, and on no other."""
+    if not project.caps["has_drift_detection"]:
+        pytest.skip(f"level {project.level} has no monitors")
+    sent = project.make(
+        "simulate", URL=server, ROWS="400", SHIFT="has_co_signer=true annual_income=3"
+    )
+    assert "400 answered, 0 failed" in sent.stdout, sent.stdout
+    project.make("monitor", RETRAIN="")
+    verdict = json.loads((project.path / "reports" / "monitor" / "verdict.json").read_text())
+    assert sorted(verdict["drift"]["drifted_features"]) == ["annual_income", "has_co_signer"]
