@@ -82,6 +82,9 @@ def test_the_project_s_own_test_suite_passes(project: Project) -> None:
         pytest.skip(f"level {project.level} has no tests")
     result = project.make("test")
     assert " passed" in result.stdout and " failed" not in result.stdout
+    # The tests write logs and an audit trail of their own, never into the project's.
+    for own in ("logs", "audit"):
+        assert not (project.path / own).exists(), f"the tests wrote the project's {own}"
 
 
 # Data and training ------------------------------------------------------------------------
