@@ -16,9 +16,10 @@ Then it serves, each as its own process on a free port:
 - the service with its hooks off (``SERVING_METRICS=false SERVING_PREDICTION_LOG=
   SERVING_AB_SHARE=0``);
 - the service forced to scikit-learn (``SERVING_RUNTIME=sklearn``, hooks on);
-- the service with the proposed hot-path changes, hooks on and off (a prototype: this
-  script patches the installed package in that process only; the template is not
-  changed), unless ``--no-proposed``;
+- the service with the hot-path changes still proposed (the route validating its own body
+  with one TypeAdapter; the request log written without ``logging``), hooks on and off
+  (a prototype: this script patches the installed package in that process only; the
+  template is not changed), unless ``--no-proposed``;
 - `mlflow models serve --env-manager local -w 1`, from its own environment with the full
   mlflow package and the model's requirements (.cache/mlflow-serve-env);
 - a bare FastAPI route that answers a constant, under the same uvicorn (the web stack's
