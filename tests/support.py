@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -119,6 +120,14 @@ def run_id(run: tuple[int, str]) -> str:
 def capabilities(level: int) -> dict[str, bool]:
     caps: dict[str, bool] = ladder().capabilities_at(level)
     return caps
+
+
+def lowest_built_level_with(capability: str) -> int | None:
+    """The lowest built level (among $LEVELS) that has ``capability``, or None."""
+    levels = [
+        level for level in selected_levels(built_only=True) if capabilities(level)[capability]
+    ]
+    return levels[0] if levels else None
 
 
 @dataclass
@@ -510,3 +519,28 @@ def awkward_table(rows: int = 400, seed: int = 7) -> pd.DataFrame:
 
 
 AWKWARD_TARGET = "Loan Status"
+
+
+def registry_state(project: Project) -> dict[str, Any]:
+    """Aliases, and every version with its tags and its run's metrics, from MLflow."""
+    script = f"""
+import json
+from {project.package} import config, tracking
+client = tracking.client()
+model = client.get_registered_model(config.MODEL_NAME)
+versions = client.search_model_versions(f"name = '{{config.MODEL_NAME}}'")
+print(json.dumps({{
+    "aliases": {{alias: str(version) for alias, version in model.aliases.items()}},
+    "versions": {{str(v.version): {{"tags": v.tags, "run_id": v.run_id,
+                  "metrics": client.get_run(v.run_id).data.metrics}} for v in versions}},
+}}))
+"""
+    return json.loads(project.python("-c", script).stdout)
+
+
+def set_alias(project: Project, alias: str, version: str) -> None:
+    script = (
+        f"from {project.package} import config, tracking\n"
+        f"tracking.client().set_registered_model_alias(config.MODEL_NAME, {alias!r}, {version!r})"
+    )
+    project.python("-c", script)

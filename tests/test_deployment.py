@@ -27,21 +27,19 @@ from conftest import Render
 from support import (
     Project,
     ProjectEnv,
-    capabilities,
     git,
     installed,
-    selected_levels,
+    lowest_built_level_with,
+    registry_state,
     serving,
+    set_alias,
 )
 from tools.promtool import Unavailable, promtool
 
 pytestmark = pytest.mark.slow
 
 # The lowest built level with promotion (3): the deployment level under test.
-LEVELS = [
-    level for level in selected_levels(built_only=True) if capabilities(level)["has_promotion"]
-]
-LEVEL = LEVELS[0] if LEVELS else None
+LEVEL = lowest_built_level_with("has_promotion")
 # Three pipeline runs, in order: a small forest (the first version: champion), a stump
 # (worse: rejected), the project's default forest (better: promoted), compared on accuracy.
 # The gate is lowered so that the stump is registered at all.
@@ -63,31 +61,6 @@ def set_params(project: Project, **train: int) -> None:
     # ranks the small forest above the default one.
     text = re.sub(r"^(  metric: )\S+", r"\g<1>accuracy", text, count=1, flags=re.M)
     path.write_text(text)
-
-
-def registry_state(project: Project) -> dict[str, Any]:
-    """Aliases, and every version with its tags and its run's metrics, from MLflow."""
-    script = f"""
-import json
-from {project.package} import config, tracking
-client = tracking.client()
-model = client.get_registered_model(config.MODEL_NAME)
-versions = client.search_model_versions(f"name = '{{config.MODEL_NAME}}'")
-print(json.dumps({{
-    "aliases": {{alias: str(version) for alias, version in model.aliases.items()}},
-    "versions": {{str(v.version): {{"tags": v.tags, "run_id": v.run_id,
-                  "metrics": client.get_run(v.run_id).data.metrics}} for v in versions}},
-}}))
-"""
-    return json.loads(project.python("-c", script).stdout)
-
-
-def set_alias(project: Project, alias: str, version: str) -> None:
-    script = (
-        f"from {project.package} import config, tracking\n"
-        f"tracking.client().set_registered_model_alias(config.MODEL_NAME, {alias!r}, {version!r})"
-    )
-    project.python("-c", script)
 
 
 @pytest.fixture(scope="module")

@@ -41,21 +41,19 @@ from support import (
     Project,
     ProjectEnv,
     Server,
-    capabilities,
     git,
     installed,
+    lowest_built_level_with,
+    registry_state,
     run,
-    selected_levels,
     serving,
+    set_alias,
 )
 from tools.promtool import Unavailable, promtool
 
 pytestmark = pytest.mark.slow
 
-LEVELS = [
-    level for level in selected_levels(built_only=True) if capabilities(level)["has_retraining"]
-]
-LEVEL = LEVELS[0] if LEVELS else None
+LEVEL = lowest_built_level_with("has_retraining")
 DATASET = "penguins"
 # Drift on a number (three standard deviations) and on a category (every row one island).
 SHIFTS = {"bill_length_mm": "3", "island": "Torgersen"}
@@ -143,31 +141,6 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def registry(project: Project) -> dict[str, Any]:
-    """Aliases and every version's tags, from MLflow."""
-    script = f"""
-import json
-from {project.package} import config, tracking
-client = tracking.client()
-model = client.get_registered_model(config.MODEL_NAME)
-versions = client.search_model_versions(f"name = '{{config.MODEL_NAME}}'")
-print(json.dumps({{
-    "aliases": {{alias: str(version) for alias, version in model.aliases.items()}},
-    "tags": model.tags,
-    "versions": {{str(v.version): v.tags for v in versions}},
-}}))
-"""
-    return json.loads(project.python("-c", script).stdout)  # type: ignore[no-any-return]
-
-
-def set_champion(project: Project, version: str) -> None:
-    script = (
-        f"from {project.package} import config, tracking\n"
-        f"tracking.client().set_registered_model_alias(config.MODEL_NAME, 'champion', {version!r})"
-    )
-    project.python("-c", script)
-
-
 # Drift -------------------------------------------------------------------------------------
 
 
@@ -230,8 +203,8 @@ def test_the_drift_verdict_retrains_and_the_result_is_recorded(
     # Version 2, decided: promoted, or rejected with both scores and the margin.
     decision = json.loads((project.path / "reports" / "promotion.json").read_text())
     assert decision["version"] == "2" and f"retrain: {decision['reason']}" in output
-    state = registry(project)
-    tags = state["versions"]["2"]
+    state = registry_state(project)
+    tags = state["versions"]["2"]["tags"]
     assert tags["promotion.decision"] == ("promoted" if decision["promoted"] else "rejected")
     assert state["aliases"]["challenger"] == "2"
     assert state["aliases"]["champion"] == ("2" if decision["promoted"] else "1")
@@ -263,7 +236,7 @@ def test_wrong_labels_decay_and_the_cool_down_holds_the_retraining(
     # The loop is bounded: no second retraining within the cool-down.
     assert "retrain: not now, cooling down" in output
     assert degraded["retraining"] == {"triggered": False, "count": 1}
-    assert set(registry(project)["versions"]) == {"1", "2"}
+    assert set(registry_state(project)["versions"]) == {"1", "2"}
 
 
 # Hot reload --------------------------------------------------------------------------------
@@ -301,7 +274,7 @@ def test_the_service_swaps_versions_under_load_without_a_failure(
         thread.start()
     try:
         time.sleep(2)
-        set_champion(project, after)
+        set_alias(project, "champion", after)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if httpx.get(f"{service.url}/version", timeout=10).json()["version"] == after:
@@ -365,7 +338,9 @@ def test_the_audit_trail_holds_every_decision_and_finds_tampering(
     assert decided["why"]["reason"] == decision["reason"]
     assert deployment["who"] == "octocat (GitHub Actions)"
     assert deployment["why"]["environment"] == "staging"
-    versions = registry(project)["versions"]
+    versions = {
+        number: version["tags"] for number, version in registry_state(project)["versions"].items()
+    }
     for entry, version in ((first, "1"), (decided, "2")):
         assert entry["data_hash"] == versions[version]["data_hash"]
         assert entry["code_commit"] == versions[version]["git_commit"]
