@@ -16,14 +16,10 @@ Then it serves, each as its own process on a free port:
 - the service with its hooks off (``SERVING_METRICS=false SERVING_PREDICTION_LOG=
   SERVING_AB_SHARE=0``);
 - the service forced to scikit-learn (``SERVING_RUNTIME=sklearn``, hooks on);
-- the service with the hot-path changes still proposed (the route validating its own body
-  with one TypeAdapter; the request log written without ``logging``), hooks on and off
-  (a prototype: this script patches the installed package in that process only; the
-  template is not changed), unless ``--no-proposed``;
 - `mlflow models serve --env-manager local -w 1`, from its own environment with the full
   mlflow package and the model's requirements (.cache/mlflow-serve-env);
-- a bare FastAPI route that answers a constant, under the same uvicorn (the web stack's
-  limit).
+- a bare FastAPI route that answers a constant, under the same uvicorn, with FastAPI's
+  OpenTelemetry instrumentation off as in the service (the web stack's limit).
 
 `wrk` (``-t1 -c8``, ``--latency``) posts the contract's example row (``make example``) and
 a batch of 100 of it, to each server in turn. Prints the machine, a Markdown table, the
@@ -229,7 +225,9 @@ ANSWER = (
     b'{"predictions":[{"label":"benign","probabilities":{"benign":0.9,"malignant":0.1}}],'
     b'"model_version":"constant","variant":"champion"}'
 )
-app = FastAPI()
+# FastAPI's OpenTelemetry instrumentation off, as the service has it (SERVING_OPENTELEMETRY).
+OFF = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+app = FastAPI(telemetry=OFF)
 
 
 @app.post("/predict")
@@ -244,167 +242,6 @@ async def ready() -> Response:
 
 # As the service's __main__ runs it (uvicorn picks uvloop and httptools alike).
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
-"""
-
-PROPOSED = '''
-"""Prototypes of the proposed changes to the service's hot path. Each patches the installed
-package in this process only (the template is not changed); apply(n) applies the first n,
-in order, before the app is made."""
-
-import importlib
-import logging
-import os
-import sys
-import time
-from datetime import UTC, datetime
-from typing import Annotated, Any
-
-import orjson
-from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from pydantic import Field, TypeAdapter, ValidationError
-
-PACKAGE = os.environ["BENCH_PACKAGE"]
-
-
-def module(name):
-    return importlib.import_module(f"{PACKAGE}.{name}")
-
-
-def route_reads_its_body():
-    """routes/predict.py: the route takes the Request alone; one TypeAdapter(row | batch)
-    .validate_json parses and validates the raw body (errors raised as the same
-    RequestValidationError), settings and variants come from app.state: no JSON decode by
-    the stdlib, no dependencies to solve."""
-    predict, schema = module("serving.routes.predict"), module("schema")
-
-    def router_for(contract):
-        row, answer = schema.request_model(contract), schema.response_model(contract)
-        adapter = TypeAdapter(row | Annotated[list[row], Field(min_length=1)])
-        names = contract.names
-        router = APIRouter(tags=["predictions"])
-
-        @router.post("/predict", response_model=answer)
-        async def predict_rows(request: Request) -> Any:
-            try:
-                payload = adapter.validate_json(await request.body())
-            except ValidationError as error:
-                errors = error.errors(include_url=False)
-                raise RequestValidationError(
-                    [{**item, "loc": ("body", *item["loc"])} for item in errors]
-                ) from None
-            state = request.app.state
-            settings, variants = state.settings, state.variants
-            if variants is None:
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, state.model_error)
-            rows = payload if isinstance(payload, list) else [payload]
-            if len(rows) > settings.max_batch_size:
-                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "too many rows")
-            variant, model = variants.choose(request.headers.get(settings.ab_key_header))
-            columns = {name: [getattr(item, name) for item in rows] for name in names}
-            if model.predictor.inline(len(rows)):
-                result = model.predictor.predict(columns, contract)
-            else:
-                result = await run_in_threadpool(model.predictor.predict, columns, contract)
-            predictions = result.predictions()
-            if state.metrics is not None:
-                state.metrics.observe_answer(variant, result)
-            if state.prediction_log is not None:
-                state.prediction_log.write(
-                    {
-                        "request_id": request.state.request_id,
-                        "time": time.time(),
-                        "variant": variant,
-                        "model_version": model.version,
-                        "features": columns,
-                        "predictions": predictions,
-                    }
-                )
-            body = {"predictions": predictions, "model_version": model.version, "variant": variant}
-            return Response(
-                orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-                media_type="application/json",
-                headers={"x-model-variant": variant},
-            )
-
-        return router
-
-    predict.router_for = router_for
-
-
-def cheaper_hooks():
-    """request_log.py: the line serialised by orjson and written to stdout directly (no
-    LogRecord, Formatter, json.dumps per request); metrics.py observe_request: the labelled
-    children cached per (route, status, variant), not looked up by .labels() each time."""
-    app, request_log, metrics = (
-        module("serving.app"), module("serving.request_log"), module("serving.metrics"))
-    configure = request_log.configure_logging
-    out = sys.stdout.buffer
-
-    class Lines:
-        def __init__(self, level):
-            self.enabled = logging.getLevelName(level.upper()) <= logging.INFO
-
-        def info(self, message, extra=None):
-            if self.enabled:
-                line = {
-                    "time": datetime.now(UTC).isoformat(),
-                    "level": "INFO",
-                    "logger": f"{PACKAGE}.requests",
-                    "message": message,
-                    **(extra or {}).get("fields", {}),
-                }
-                out.write(orjson.dumps(line) + b"\\n")
-                out.flush()
-
-    real = request_log.logger
-
-    def configure_logging(level):
-        request_log.logger = real
-        configure(level)
-        request_log.logger = Lines(level)
-
-    app.configure_logging = configure_logging
-
-    def observe_request(self, path, code, variant, seconds):
-        cache = self.__dict__.setdefault("_children", {})
-        children = cache.get((path, code, variant))
-        if children is None:
-            route = path if path in metrics.ROUTES else "other"
-            text = str(code)
-            errors = self.errors.labels(route, text, variant) if code >= 400 else None
-            children = (self.requests.labels(route, text, variant), errors,
-                        self.latency.labels(route, variant))  # fmt: skip
-            cache[(path, code, variant)] = children
-        children[0].inc()
-        if children[1] is not None:
-            children[1].inc()
-        children[2].observe(seconds)
-
-    metrics.ServiceMetrics.observe_request = observe_request
-
-
-CHANGES = [
-    route_reads_its_body,
-    cheaper_hooks,
-]
-
-
-def apply(count=len(CHANGES)):
-    for change in CHANGES[:count]:
-        change()
-'''
-
-PROPOSED_LAUNCHER = """
-import importlib
-import os
-
-import proposed
-
-proposed.apply()
-main = importlib.import_module(f"{os.environ['BENCH_PACKAGE']}.serving.__main__").main
-raise SystemExit(main())
 """
 
 
@@ -470,13 +307,9 @@ def serving(server: Server, logs: Path) -> Iterator[Server]:
         stop_group(server.process, timeout=30)
 
 
-def servers(setup: Setup, scratch: Path, mlflow: Path, proposed: bool) -> list[Server]:
+def servers(setup: Setup, scratch: Path, mlflow: Path) -> list[Server]:
     project, registry = setup.project, setup.registry
     python = str(project.tools.python)
-    prototype = scratch / "prototype"
-    prototype.mkdir()
-    (prototype / "proposed.py").write_text(PROPOSED)
-    (prototype / "launch.py").write_text(PROPOSED_LAUNCHER)
     (scratch / "bare.py").write_text(BARE_APP)
     logs = scratch / "prediction-logs"
     found: list[Server] = []
@@ -497,10 +330,6 @@ def servers(setup: Setup, scratch: Path, mlflow: Path, proposed: bool) -> list[S
             ("off", "service, hooks off", service, off),
             ("sklearn", "service, scikit-learn, hooks on", service, {"SERVING_RUNTIME": "sklearn"}),
         ]
-        if proposed:
-            launch = [python, str(prototype / "launch.py")]
-            variants.append(("proposed", "service, hooks on, proposed changes", launch, {}))
-            variants.append(("proposed-off", "service, hooks off, proposed changes", launch, off))
         for name, label, args, extra in variants:
             settings = {
                 **deployed,
@@ -509,8 +338,6 @@ def servers(setup: Setup, scratch: Path, mlflow: Path, proposed: bool) -> list[S
                 "BENCH_PACKAGE": project.package,
             }
             env = project.tools.env_for(project.path, **settings)
-            if name.startswith("proposed"):
-                env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(prototype)])
             found.append(Server(f"{key}-{name}", label, key, "service", args, env, project.path))
         mlflow_args = [
             str(mlflow / "bin" / "mlflow"),
@@ -649,14 +476,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Response
 
-import proposed
-
 PACKAGE = os.environ["BENCH_PACKAGE"]
 BODY = sys.argv[1].encode()
 REQUESTS = int(sys.argv[2])
 HOOKS_ON = json.loads(os.environ["BENCH_HOOKS_ON"])
 OFF = {"SERVING_METRICS": "false", "SERVING_PREDICTION_LOG": "", "SERVING_AB_SHARE": "0"}
 QUIET = {"SERVING_LOG_LEVEL": "WARNING"}
+TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 async def call(app):
@@ -688,13 +514,9 @@ async def call(app):
 
 async def cpu_us(apps, repeats=5):
     """Each app's best of ``repeats`` batches of REQUESTS, the apps taking turns."""
-    app_module = importlib.import_module(f"{PACKAGE}.serving.app")
     best = dict.fromkeys(apps, float("inf"))
     for number in range(repeats + 1):
         for name, app in apps.items():
-            settings = getattr(app.state, "settings", None)
-            if settings is not None:  # the request logger is shared: set this app's level
-                app_module.configure_logging(settings.log_level)
             start = time.process_time()
             for _ in range(REQUESTS if number else 200):  # the first turn warms up
                 await call(app)
@@ -706,7 +528,7 @@ async def cpu_us(apps, repeats=5):
 def category(filename, function):
     if "onnxruntime" in filename or "onnxruntime" in function:
         return "onnxruntime (session.run and its wrapper)"
-    if f"/{PACKAGE}/" in filename or filename.endswith("proposed.py"):
+    if f"/{PACKAGE}/" in filename:
         return "the service's own code: " + os.path.basename(filename)
     if "pydantic" in filename or "pydantic_core" in function or "validate_" in function:
         return "pydantic (request validation)"
@@ -738,7 +560,6 @@ def category(filename, function):
 
 async def profiled(app):
     """cProfile's own time per function, summed by library, as shares of the total."""
-    importlib.import_module(f"{PACKAGE}.serving.app").configure_logging(app.state.settings.log_level)
     profile = cProfile.Profile()
     profile.enable()
     for _ in range(REQUESTS):
@@ -774,7 +595,7 @@ async def service(env):
 
 
 def bare():
-    made = FastAPI()
+    made = FastAPI(telemetry=TELEMETRY_OFF)
 
     @made.post("/predict")
     async def predict() -> Response:
@@ -792,6 +613,7 @@ async def main():
         "hooks on, but no A/B": {**HOOKS_ON, "SERVING_AB_SHARE": "0"},
         "service, hooks off": {**HOOKS_ON, **OFF},
         "hooks off, and no request log": {**HOOKS_ON, **OFF, **QUIET},
+        "hooks on, and FastAPI's OpenTelemetry on": {**HOOKS_ON, "SERVING_OPENTELEMETRY": "true"},
     }
     shares = {}
     async with AsyncExitStack() as stack:
@@ -799,23 +621,7 @@ async def main():
         for name, env in variants.items():
             apps[name] = await stack.enter_async_context(service(env))
         costs = await cpu_us(apps)
-        shares["as it is"] = await profiled(apps["service, hooks on"])
-    # The changes patch module globals, so they go one after another, cumulatively.
-    for number, change in enumerate(proposed.CHANGES, 1):
-        change()
-        async with service(HOOKS_ON) as made:
-            name = f"hooks on + change {number} ({change.__name__})"
-            costs[name] = (await cpu_us({name: made}))[name]
-            if number == len(proposed.CHANGES):
-                shares["with the changes"] = await profiled(made)
-    async with AsyncExitStack() as stack:
-        apps = {
-            "with the changes, and no request log": {**HOOKS_ON, **QUIET},
-            "with the changes, hooks off": {**HOOKS_ON, **OFF},
-        }
-        for name, env in apps.items():
-            apps[name] = await stack.enter_async_context(service(env))
-        costs.update(await cpu_us(apps))
+        shares["service, hooks on"] = await profiled(apps["service, hooks on"])
     with open(sys.argv[3], "w") as out:
         json.dump({"cpu_us": costs, "shares": shares}, out)
 
@@ -828,6 +634,7 @@ def profile(setup: Setup, scratch: Path, key: str, requests: int) -> dict[str, A
     """The harness in the project's environment, on ``key``'s model, hooks as deployed."""
     project, model = setup.project, setup.registry["models"][key]
     prototype = scratch / "prototype"
+    prototype.mkdir(exist_ok=True)
     (prototype / "harness.py").write_text(HARNESS)
     hooks_on = {
         "SERVING_MODEL_VERSION": model["version"],
@@ -867,7 +674,6 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3, help="seconds per server and body")
     parser.add_argument("--connections", type=int, default=8, help="wrk's open connections")
     parser.add_argument("--batch", type=int, default=100, help="rows in the batch body")
-    parser.add_argument("--no-proposed", action="store_true", help="skip the prototype's rows")
     parser.add_argument("--no-profile", action="store_true", help="skip the in-process profile")
     parser.add_argument("--profile-requests", type=int, default=2000, help="per measurement")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
@@ -887,7 +693,7 @@ def main() -> int:
         mlflow = mlflow_env(setup)
         load_before = load_average()
         rows = [setup.row] * args.batch
-        all_servers = servers(setup, scratch, mlflow, proposed=not args.no_proposed)
+        all_servers = servers(setup, scratch, mlflow)
         logs = scratch / "server-output"
         logs.mkdir()
         for server in all_servers:
@@ -1007,45 +813,41 @@ def report(
         checks.append(passed)
         print(f"| {name} | {measured:.2f}{unit} | {'yes' if passed else 'NO'} |")
 
-    for service in ("on", "proposed"):
-        if not any(s.key.endswith(f"-{service}") for s in all_servers):
-            continue
-        suffix = "" if service == "on" else " (proposed changes)"
-        for key in models:
-            for body in bodies:
-                batch = "100 rows" if body != "one row" else body
-                need = SPEEDUP[(key, batch)]
-                ratio = rate(f"{key}-{service}", body) / rate(f"{key}-mlflow", body)
-                target(
-                    f"{key.upper()} {body}: service / mlflow serve req/s >= {need:g}{suffix}",
-                    ratio,
-                    ratio >= need,
-                )
-        for key in models:
-            for body in bodies:
-                share = p99(f"{key}-{service}", body) / p99(f"{key}-mlflow", body)
-                target(
-                    f"{key.upper()} {body}: p99 / mlflow serve's <= {P99_SHARE:g}{suffix}",
-                    share,
-                    share <= P99_SHARE,
-                )
-        for key in models:
-            for body in bodies:
-                off = f"{key}-off" if service == "on" else f"{key}-proposed-off"
-                cost = 1 - rate(f"{key}-{service}", body) / rate(off, body)
-                target(
-                    f"{key.upper()} {body}: the hooks' cost <= {HOOKS_BUDGET:.0%}{suffix}",
-                    100 * cost,
-                    cost <= HOOKS_BUDGET,
-                    "%",
-                )
-        for key in models:
-            share = rate(f"{key}-{service}", "one row") / rate("bare", "one row")
+    for key in models:
+        for body in bodies:
+            batch = "100 rows" if body != "one row" else body
+            need = SPEEDUP[(key, batch)]
+            ratio = rate(f"{key}-on", body) / rate(f"{key}-mlflow", body)
             target(
-                f"{key.upper()} one row: req/s / the bare route's >= {BARE_SHARE:g}{suffix}",
-                share,
-                share >= BARE_SHARE,
+                f"{key.upper()} {body}: service / mlflow serve req/s >= {need:g}",
+                ratio,
+                ratio >= need,
             )
+    for key in models:
+        for body in bodies:
+            share = p99(f"{key}-on", body) / p99(f"{key}-mlflow", body)
+            target(
+                f"{key.upper()} {body}: p99 / mlflow serve's <= {P99_SHARE:g}",
+                share,
+                share <= P99_SHARE,
+            )
+    for key in models:
+        for body in bodies:
+            off = f"{key}-off"
+            cost = 1 - rate(f"{key}-on", body) / rate(off, body)
+            target(
+                f"{key.upper()} {body}: the hooks' cost <= {HOOKS_BUDGET:.0%}",
+                100 * cost,
+                cost <= HOOKS_BUDGET,
+                "%",
+            )
+    for key in models:
+        share = rate(f"{key}-on", "one row") / rate("bare", "one row")
+        target(
+            f"{key.upper()} one row: req/s / the bare route's >= {BARE_SHARE:g}",
+            share,
+            share >= BARE_SHARE,
+        )
     print("\nWhat ONNX buys (service, hooks on, ONNX Runtime / scikit-learn req/s):")
     for key in models:
         for body in bodies:
@@ -1058,7 +860,7 @@ def report(
         print(
             "\nIn-process profile, random forest, one row: CPU time per request of the ASGI"
             " app alone (no HTTP, no uvicorn; every thread counted; best of 5 x"
-            f" {args.profile_requests}). Changes are cumulative prototypes, not in the template."
+            f" {args.profile_requests})."
         )
         print("\n| variant | CPU us per request | x bare |\n|---|---:|---:|")
         for name, cost in costs.items():
