@@ -12,7 +12,8 @@ The template's tests load it by path and read the same tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,15 @@ class Capability:
 # fmt: off
 CAPABILITIES: tuple[Capability, ...] = (
     # Level 0: the manual process.
-    Capability("has_project_files", 0, "README, Makefile, pinned pyproject, params, licence", (
-        ".copier-answers.yml", ".gitignore", ".python-version", "LICENSE", "Makefile", "README.md",
-        "params.yaml", "pyproject.toml",
+    Capability("has_project_files", 0,
+               "README (yours), level guide (the template's), Makefile, pinned pyproject, params,"
+               " licence", (
+        ".copier-answers.yml", ".gitignore", ".python-version", "GUIDE.md", "LICENSE", "Makefile",
+        "README.md", "params.yaml", "pyproject.toml",
+    )),
+    Capability("has_self_assessment", 0,
+               "`make maturity`: where the project stands, what the next level adds", (
+        ".ladder.json", "src/{package}/maturity.py",
     )),
     Capability("has_components", 0,
                "one module per stage, each a typed pure function plus a thin CLI", (
@@ -102,8 +109,9 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_precommit", 1, "pre-commit: ruff, hygiene hooks, secret scan, hadolint", (
         ".pre-commit-config.yaml",
     )),
-    Capability("has_ci", 1, "CI workflow on push and pull request: lint, types, tests, image", (
-        ".github/workflows/ci.yml",
+    Capability("has_ci", 1, "CI workflow on push and pull request: lint, types, tests, image;"
+               " Dependabot, grouped", (
+        ".github/workflows/ci.yml", ".github/dependabot.yml",
     )),
     Capability("has_container", 1, "Dockerfile for the service: non-root, healthcheck", (
         "Dockerfile", ".dockerignore",
@@ -240,6 +248,16 @@ def capabilities_at(level: int) -> dict[str, bool]:
     return {cap.name: level >= cap.level for cap in CAPABILITIES}
 
 
+def ladder_json() -> str:
+    """The ladder (levels and capabilities, not the level chosen), for ``.ladder.json``:
+    what ``make maturity`` reads. The same at every level, so a climb does not change it."""
+    levels = [
+        {key: value for key, value in asdict(level).items() if key != "built"} for level in LEVELS
+    ]
+    capabilities = [asdict(cap) for cap in CAPABILITIES]
+    return json.dumps({"levels": levels, "capabilities": capabilities}, indent=2) + "\n"
+
+
 def level_context(level: int) -> dict[str, Any]:
     """What the hook adds to Copier's context for one level."""
     known = 0 <= level < len(LEVELS)
@@ -249,6 +267,7 @@ def level_context(level: int) -> dict[str, Any]:
         "level_summary": LEVELS[level].summary if known else "",
         "next_level": LEVELS[level + 1] if known and level + 1 < len(LEVELS) else None,
         "next_capabilities": [cap.name for cap in CAPABILITIES if cap.level == level + 1],
+        "ladder_json": ladder_json(),
     }
 
 

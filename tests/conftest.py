@@ -57,6 +57,7 @@ TEST_BY_TEST = frozenset(
     {
         "tests/test_datasets.py",
         "tests/test_docs.py",
+        "tests/test_maturity.py",
         "tests/test_questions.py",
         "tests/test_render.py",
         "tests/test_update.py",

@@ -101,6 +101,22 @@ def test_the_raw_snapshot_is_versioned_by_dvc_and_ignored_by_git(trained: Projec
     assert "up to date" in trained.python("-m", "dvc", "status").stdout
 
 
+def test_after_training_make_maturity_finds_every_capability_in_place(trained: Project) -> None:
+    """All of the level's capabilities check out once the project has run, but the drift
+    monitor, which waits for the service's traffic."""
+    text = trained.make("maturity").stdout
+    assert f"MLOps maturity level {trained.level}," in text.splitlines()[0]
+    marks = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in {"ok", "TODO"} and words[1].startswith("has_"):
+            marks[words[1]] = words[0]
+    owned = {name for name, present in trained.caps.items() if present}
+    assert set(marks) == owned
+    waiting = {"has_drift_detection"} & owned
+    assert {name for name, mark in marks.items() if mark == "TODO"} == waiting, text
+
+
 def test_ingest_is_repeatable_from_every_kind_of_source(trained: Project) -> None:
     """Ingest again, from the bundled copy and from a Parquet copy of the snapshot: the
     bytes, so the DVC hash, are the same as the first time."""

@@ -32,6 +32,7 @@ from support import (
     run,
     selected_levels,
     sha256,
+    stop_group,
     tool,
     wait_for_http,
 )
@@ -371,10 +372,9 @@ def test_the_training_workflow_s_commands_run_green(pipeline: Project) -> None:
 # A team tracking server -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` (sqlite backend, local artifacts, loopback), from its own
-    environment with the full mlflow package, stopped by its process id."""
+def full_mlflow_env() -> Path:
+    """The full mlflow package (server and UI) at the projects' pin, in an environment of
+    its own, made once and cached."""
     venv = CACHE / "mlflow-server-env"
     with exclusive("mlflow-server-env"):
         if not (venv / "bin" / "mlflow").exists():
@@ -394,6 +394,49 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 ],
                 CACHE,
             )
+    return venv
+
+
+def test_make_ui_shows_the_pipeline_s_run_and_model(pipeline: Project, tmp_path: Path) -> None:
+    """`make ui` serves the MLflow UI on the project's own store (here from the cached full
+    mlflow, named by MLFLOW_UI_ENV: a user's first `make ui` installs its own)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "ui.log").open("wb") as sink:
+        process = subprocess.Popen(
+            ["make", "ui", f"PYTHON={pipeline.tools.python}", f"MLFLOW_UI_ENV={full_mlflow_env()}",
+             f"UI_PORT={port}"],
+            cwd=pipeline.path,
+            env=pipeline.env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for_http(f"{url}/health", process, timeout=120)
+        assert "<title>MLflow</title>" in httpx.get(url, timeout=10).text
+        name = pipeline.answers["project_slug"]
+        api = f"{url}/api/2.0/mlflow"
+        experiment = httpx.get(
+            f"{api}/experiments/get-by-name", params={"experiment_name": name}, timeout=10
+        ).json()["experiment"]
+        runs = httpx.post(
+            f"{api}/runs/search", json={"experiment_ids": [experiment["experiment_id"]]}, timeout=10
+        ).json()["runs"]
+        trained = json.loads((pipeline.path / "models" / "run.json").read_text())["run_id"]
+        assert trained in {listed["info"]["run_id"] for listed in runs}
+        model = httpx.get(f"{api}/registered-models/get", params={"name": name}, timeout=10)
+        assert model.json()["registered_model"]["latest_versions"], model.text
+    finally:
+        stop_group(process)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (sqlite backend, local artifacts, loopback), from its own
+    environment with the full mlflow package, stopped by its process id."""
+    venv = full_mlflow_env()
     home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     env = {

@@ -117,7 +117,7 @@ def test_variants_render_lint_clean_code(render: Render, answers: dict[str, str]
     if answers.get("dataset") == "own":  # a contract for `make contract` to fill in
         seed = yaml.safe_load(contract)
         assert seed == {"source": answers["data_source"], "target": {"column": "Loan St"}}
-        assert "make contract" in (project / "README.md").read_text()
+        assert "make contract" in (project / "GUIDE.md").read_text()
     else:
         shipped = dataset_named(answers.get("dataset", "breast_cancer")).contract_file
         assert contract == shipped.read_text()
@@ -148,11 +148,11 @@ def test_secret_files_are_git_ignored(rendered: tuple[int, Path]) -> None:
         ), name
 
 
-def test_the_readme_walks_through_the_manual_process_until_a_pipeline_runs_it(
+def test_the_guide_walks_through_the_manual_process_until_a_pipeline_runs_it(
     rendered: tuple[int, Path],
 ) -> None:
     level, project = rendered
-    readme = (project / "README.md").read_text()
+    readme = (project / "GUIDE.md").read_text()
     caps = capabilities(level)
     package = "tabular_classifier"
     stages = [f"python -m {package}.{stage}" for stage in ("features", "train", "evaluate")]

@@ -112,9 +112,13 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "Version the raw data")
 
-    # The user's own edits to generated files: one the update also changes, one it does not.
+    # The user's own edits to generated files: one the update also changes, one it does not;
+    # the README under its title, and a Makefile target of their own.
     params = path / "params.yaml"
     params.write_text(params.read_text().replace("n_estimators: 200", "n_estimators: 150"))
+    readme = edit(path / "README.md", "\n\n", f"\n{OWN_README}\n\n")
+    with (path / "Makefile").open("a", encoding="utf-8") as makefile:
+        makefile.write(OWN_TARGET)
     features = package_dir / "features.py"
     features.write_text(
         features.read_text()
@@ -128,6 +132,9 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
 
     assert not conflicted(path), conflicted(path)
     assert "n_estimators: 150" in params.read_text()
+    assert readme in (path / "README.md").read_text()
+    assert OWN_TARGET in (path / "Makefile").read_text()
+    assert f"maturity level **{high}:" in (path / "GUIDE.md").read_text(), "the guide is stale"
     assert "def class_balance" in features.read_text()
     assert (path / "data" / "contract.yaml").read_text() == contract, "the contract changed"
     climbed = open_project(path, project_env)
@@ -178,6 +185,7 @@ OWN_PARAGRAPH = (
     "\n\nOn the team's build machines the checkout is read-only: point the root variable\n"
     "at a writable copy."
 )
+OWN_README = "\nOwned by the risk team (#risk-models). Data questions: ask before you retrain.\n"
 OWN_TARGET = (
     "\n.PHONY: where\n"
     "where: ## Our own task: print where the raw snapshot lives\n"
@@ -219,6 +227,7 @@ def edit_as_a_user(project: Project) -> dict[str, list[str]]:
             )
         ],
         "Makefile": [OWN_TARGET],
+        "README.md": [edit(path / "README.md", "\n\n", f"\n{OWN_README}\n\n")],
     }
     if project.caps["has_model_gate"]:  # the gate's section, which the climb extends
         kept[params].append(edit(path / params, "min_accuracy: 0.85", "min_accuracy: 0.9"))

@@ -88,3 +88,42 @@ def test_the_validators_catch_a_bad_workflow(tmp_path: Path, check: str) -> None
     path.write_text(bad)
     with pytest.raises(AssertionError):
         VALIDATORS[check]([str(path)], tmp_path)
+
+
+def check_dependabot(path: Path) -> None:
+    run([tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", str(path)], path.parent)
+    run(
+        [tool("zizmor"), "--offline", "--persona=pedantic", "--no-progress", str(path)], path.parent
+    )
+
+
+def test_dependabot_keeps_every_pin_current_in_few_pull_requests(
+    rendered: tuple[int, Path],
+) -> None:
+    """From level 1 (CI): the Python pins, the actions' hashes and the base image, each
+    ecosystem's updates grouped; valid against Dependabot's schema, clean under zizmor."""
+    level, project = rendered
+    path = project / ".github" / "dependabot.yml"
+    assert path.is_file() == capabilities(level)["has_ci"]
+    if not path.is_file():
+        return
+    check_dependabot(path)
+    updates = {
+        entry["package-ecosystem"]: entry for entry in yaml.safe_load(path.read_text())["updates"]
+    }
+    expected = {"pip", "github-actions"} | (
+        {"docker"} if capabilities(level)["has_container"] else set()
+    )
+    assert set(updates) == expected
+    for name in ("pip", "github-actions"):
+        assert updates[name]["groups"], f"{name}: ungrouped, one pull request per dependency"
+
+
+def test_the_dependabot_check_catches_a_bad_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "dependabot.yml"
+    path.write_text(
+        "version: 2\nupdates:\n  - package-ecosystem: pipx\n    directory: /\n"
+        "    schedule:\n      interval: weekly\n"
+    )
+    with pytest.raises(AssertionError):
+        check_dependabot(path)

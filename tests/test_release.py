@@ -1,0 +1,124 @@
+"""The update users run most: a project made from the previous release takes the current
+template at the same level (`copier update`, answers unchanged), in the style of Copier's
+own update tests. The user's edits stay, the template's changes arrive (every file the
+user did not edit becomes what a fresh render of the current template holds), no
+conflict marker is left, and the project's own checks pass.
+
+"The previous release" is the newest tag of this repository that is not the commit under
+test; the current template is this working tree, committed on top of the history."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from copier import run_copy, run_update
+from support import (
+    ROOT,
+    ProjectEnv,
+    git,
+    installed,
+    rendered_files,
+)
+from test_update import CONFLICT, OWN_README, OWN_TARGET, edit
+
+pytestmark = pytest.mark.slow
+
+LEVEL = 1  # tested, linted and checked in CI: the first level whose project checks itself
+
+
+def previous_release() -> str | None:
+    """The newest release tag before the commit under test, or None in a clone without
+    tags (a shallow CI checkout: fetch them with the history)."""
+    described = subprocess.run(
+        ["git", "describe", "--tags", "--abbrev=0", "--match", "v[0-9]*"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return described.stdout.strip() or None
+
+
+def template_with_history(destination: Path) -> Path:
+    """This repository's history (and tags), with the working tree as it is (committed or
+    not) as one more commit on top: the template a user updates to."""
+    git(ROOT.parent, "clone", "--quiet", "--no-local", str(ROOT), str(destination))
+    git(destination, "rm", "-r", "--quiet", "--", ".")
+    listed = git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard", "-z")
+    for name in filter(None, listed.stdout.split("\0")):
+        if (ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, destination / name)
+    git(destination, "add", "--all")
+    git(destination, "commit", "--quiet", "--allow-empty", "--message", "The commit under test")
+    return destination
+
+
+def copy(template: Path, destination: Path, ref: str) -> Path:
+    run_copy(
+        str(template),
+        destination,
+        data={"maturity_level": LEVEL},
+        defaults=True,
+        unsafe=True,
+        quiet=True,
+        vcs_ref=ref,
+    )
+    return destination
+
+
+def test_a_project_from_the_previous_release_updates_to_the_current_template(
+    tmp_path: Path, project_env: ProjectEnv
+) -> None:
+    release = previous_release()
+    if release is None:
+        pytest.skip("no release tag in this checkout (clone with tags: fetch-depth: 0)")
+    template = template_with_history(tmp_path / "template")
+    path = copy(template, tmp_path / "project", release)
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "--message", f"Generate project from {release}")
+
+    # The user's edits: under the README's title, a target of their own, a parameter.
+    readme = edit(path / "README.md", "\n\n", f"\n{OWN_README}\n\n")
+    with (path / "Makefile").open("a", encoding="utf-8") as makefile:
+        makefile.write(OWN_TARGET)
+    params = edit(path / "params.yaml", "  n_estimators: 200", "  n_estimators: 150")
+    git(path, "commit", "--quiet", "--all", "--message", "User edits")
+
+    run_update(
+        path, vcs_ref="HEAD", defaults=True, overwrite=True, unsafe=True, quiet=True,
+        skip_answered=True,
+    )  # fmt: skip
+
+    files = rendered_files(path)
+    marked = [name for name in files if CONFLICT.search((path / name).read_text(errors="replace"))]
+    assert not marked, marked
+    assert not [name for name in files if name.endswith(".rej")]
+    assert readme in (path / "README.md").read_text()
+    assert OWN_TARGET in (path / "Makefile").read_text()
+    assert params in (path / "params.yaml").read_text()
+    # Every file the user did not touch is now the current template's.
+    fresh = copy(template, tmp_path / "fresh", "HEAD")
+    edited = {"README.md", "Makefile", "params.yaml", ".copier-answers.yml"}
+    expected = rendered_files(fresh)
+    assert expected <= files, sorted(expected - files)
+    stale = [
+        name
+        for name in sorted(expected - edited)
+        if (fresh / name).read_bytes() != (path / name).read_bytes()
+    ]
+    assert not stale, f"the update did not bring the current template's {stale}"
+    # Copier records `git describe`: <release>-<commits since>-g<hash> of the commit used.
+    answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
+    head = git(template, "rev-parse", "HEAD").stdout.strip()
+    assert answers["_commit"].startswith(release)
+    assert head.startswith(answers["_commit"].rsplit("-g", 1)[-1]), answers["_commit"]
+
+    project = installed(path, project_env)
+    git(path, "add", "--all")
+    project.make("lint")
+    project.make("test")
