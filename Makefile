@@ -35,13 +35,26 @@ XDIST = $(if $(filter 1,$(JOBS)),,-n $(JOBS))
 test: setup ## Run the whole test suite: render every level, execute the built ones
 	$(BIN)/python -m pytest $(XDIST)
 
+.PHONY: test-once
+test-once: setup ## Only the checks that do not depend on the level (CI runs them once)
+	LEVEL_INDEPENDENT=1 $(BIN)/python -m pytest $(XDIST) tests/test_docs.py \
+	  tests/test_questions.py tests/test_release.py tests/test_site.py
+
 .PHONY: test-fast
 test-fast: setup ## Only the fast tier: renders, answers, file sets, workflows
 	$(BIN)/python -m pytest $(XDIST) -m "not slow"
 
+# Material for MkDocs prints a notice about MkDocs 2 on every build: not ours to act on.
+MKDOCS = NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
 .PHONY: docs
-docs: setup ## Regenerate the generated parts of docs/ from copier.yml and the ladder
+docs: setup ## Regenerate docs/reference.md, then build the site strictly into build/site
 	$(BIN)/python scripts/docs.py
+	$(MKDOCS) build --strict
+
+.PHONY: docs-serve
+docs-serve: setup ## Preview the docs site at http://127.0.0.1:8000 (rebuilds on change)
+	$(MKDOCS) serve
 
 .PHONY: levels
 levels: setup ## Print the levels copier.yml offers (the CI matrix reads this)

@@ -122,7 +122,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     # Level 2: automated training.
     Capability("has_pipeline", 2, "DVC pipeline: one stage per module, params, metrics, plots", (
-        "dvc.yaml",
+        "dvc.yaml", "src/{package}/plots.py",
     )),
     Capability("has_data_validation", 2, "pandera schema stage that stops bad data", (
         "src/{package}/validate.py", "tests/test_validate.py",

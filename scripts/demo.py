@@ -23,11 +23,10 @@ from pathlib import Path
 
 import httpx
 import yaml
-from copier import run_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from support import free_port, ladder, wait_for_http  # noqa: E402
+from support import free_port, ladder, render_project, wait_for_http  # noqa: E402
 
 
 def step(title: str, args: list[str], cwd: Path, env: dict[str, str]) -> None:
@@ -48,15 +47,7 @@ def main() -> int:
     print(f"==> copier copy --trust --defaults --data maturity_level={level} {ROOT} {destination}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a working tree with edits is fine for a demo
-        run_copy(
-            str(ROOT),
-            destination,
-            data={"maturity_level": level},
-            defaults=True,
-            unsafe=True,
-            quiet=True,
-            vcs_ref="HEAD",
-        )
+        render_project(ROOT, destination, ref="HEAD", maturity_level=level)
 
     env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uv

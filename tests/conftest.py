@@ -3,6 +3,7 @@ and how the suite shares out over processes (pytest-xdist)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,23 @@ def xdist_scope(nodeid: str) -> str:
     if module in SPLIT_BY_PARAMETER and nodeid.endswith("]"):
         return module + "[" + nodeid.rsplit("[", 1)[1]
     return module
+
+
+# Modules whose checks do not depend on the level (the questions, the docs and the site,
+# the release update at its fixed level): the CI matrix runs them once, in their own job
+# (`make test-once`), not in every level's cell. With $LEVELS set they are left out,
+# unless $LEVEL_INDEPENDENT=1 asks for them.
+LEVEL_INDEPENDENT = frozenset(
+    {"tests/test_docs.py", "tests/test_questions.py", "tests/test_release.py", "tests/test_site.py"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("LEVELS", "").strip() or os.environ.get("LEVEL_INDEPENDENT"):
+        return
+    kept = [item for item in items if item.nodeid.split("::")[0] not in LEVEL_INDEPENDENT]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
 
 
 @pytest.hookimpl(tryfirst=True)

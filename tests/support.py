@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import yaml
-from copier import run_copy
+from copier import run_copy, run_update
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"  # git-ignored: the shared project environment and tool caches
@@ -180,6 +180,9 @@ def git(cwd: Path, *args: str, check: bool = True) -> Run:
     return run(["git", *args], cwd, env={**os.environ, **GIT_ENV}, check=check)
 
 
+SNAPSHOT_TAG = "v0.0.0"  # a snapshot's one tag (Copier copies from the newest tag)
+
+
 def snapshot_template(destination: Path) -> Path:
     """The template as it is in this working tree (committed or not), as a fresh git
     repository with one tagged commit: what Copier needs to copy and to update from."""
@@ -206,7 +209,7 @@ def snapshot_template(destination: Path) -> Path:
     git(destination, "init", "--quiet", "--initial-branch=main")
     git(destination, "add", "--all")
     git(destination, "commit", "--quiet", "--message", "Template under test")
-    git(destination, "tag", "v0.1.0")
+    git(destination, "tag", SNAPSHOT_TAG)
     return destination
 
 
@@ -333,9 +336,11 @@ def open_project(path: Path, tools: ProjectEnv) -> Project:
     return Project(path, int(answers["maturity_level"]), answers, tools)
 
 
-def render_project(template: Path, destination: Path, **answers: Any) -> Path:
-    """Copier's copy of ``template`` (a snapshot: see snapshot_template) into
-    ``destination``, on the defaults plus ``answers``, trusted, as the tests render."""
+def render_project(
+    template: Path, destination: Path, ref: str = SNAPSHOT_TAG, **answers: Any
+) -> Path:
+    """Copier's copy of ``template`` at ``ref`` (by default a snapshot: see
+    snapshot_template) into ``destination``, on the defaults plus ``answers``, trusted."""
     run_copy(
         str(template),
         destination,
@@ -343,9 +348,24 @@ def render_project(template: Path, destination: Path, **answers: Any) -> Path:
         defaults=True,
         unsafe=True,
         quiet=True,
-        vcs_ref="v0.1.0",
+        vcs_ref=ref,
     )
     return destination
+
+
+def update_project(project: Path, ref: str | None = None, **answers: Any) -> None:
+    """`copier update --trust --defaults [--vcs-ref ref] --data ...` in ``project``: the
+    template's newest release (or ``ref``), with ``answers`` changed and the rest kept."""
+    run_update(
+        project,
+        data=answers,
+        defaults=True,
+        overwrite=True,
+        unsafe=True,
+        quiet=True,
+        skip_answered=True,
+        vcs_ref=ref,
+    )
 
 
 def own_data_project(scratch: Path) -> Project:
@@ -544,3 +564,50 @@ def set_alias(project: Project, alias: str, version: str) -> None:
         f"tracking.client().set_registered_model_alias(config.MODEL_NAME, {alias!r}, {version!r})"
     )
     project.python("-c", script)
+
+
+# Screenshots with headless Chromium (Debian's `chromium`) ------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Where the screenshot tests also save their pictures: scripts/screenshots.py sets it to
+# docs/screenshots, for the docs site.
+SCREENSHOTS = os.environ.get("SCREENSHOTS_DIR", "")
+
+
+def screenshot(url: str, path: Path, wait_ms: int = 8000) -> str:
+    """A 1280x900 picture of ``url`` as Chromium draws it (after up to ``wait_ms`` of the
+    page's own scripts), saved at ``path`` (and in $SCREENSHOTS_DIR); the page's title."""
+    if CHROMIUM is None:
+        import pytest
+
+        pytest.skip("no Chromium here (Debian's chromium package): no screenshot taken")
+    common = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        "--no-first-run", f"--virtual-time-budget={wait_ms}", "--window-size=1280,900",
+    ]  # fmt: skip
+    run([*common, f"--screenshot={path}", url], path.parent, timeout=120)
+    dom = run([*common, "--dump-dom", url], path.parent, timeout=120).stdout
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(SCREENSHOTS) / path.name)
+    start, end = dom.find("<title>"), dom.find("</title>")
+    return dom[start + len("<title>") : end].strip() if 0 <= start < end else ""
+
+
+def png_colours(path: Path, most: int = 64) -> int:
+    """How many distinct byte values the PNG's pixels hold (up to ``most``): 1 or 2 for a
+    blank page, dozens for one with text and pictures. Standard library only."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    position, compressed = 8, b""
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind = data[position + 4 : position + 8]
+        if kind == b"IDAT":
+            compressed += data[position + 8 : position + 8 + length]
+        position += 12 + length
+    pixels = zlib.decompress(compressed)
+    return min(len(set(pixels[::7])), most)

@@ -21,10 +21,12 @@ from support import (
     git,
     installed,
     pipeline_stages,
+    png_colours,
     raw_data,
     recorded_md5,
     run,
     run_id,
+    screenshot,
     selected_runs,
     serving,
     sha256,
@@ -293,6 +295,17 @@ def test_schema_fuzzing_over_http_finds_no_server_error(trained: Project, server
         check=False,
     )
     assert result.returncode == 0, str(result)
+
+
+def test_the_interactive_docs_look_right_in_a_browser(
+    trained: Project, server: Server, tmp_path: Path
+) -> None:
+    """`/docs` drawn by headless Chromium with no network: Swagger UI's files come from the
+    service itself, so the page has its title and the routes, not a blank page."""
+    shot = tmp_path / "api-docs.png"
+    title = screenshot(f"{server.url}/docs", shot)
+    assert title == f"{trained.answers['project_name']} - Swagger UI"
+    assert png_colours(shot) >= 16, "a blank page"
 
 
 def test_every_request_writes_one_json_log_line(trained: Project, server: Server) -> None:

@@ -44,8 +44,10 @@ from support import (
     git,
     installed,
     lowest_built_level_with,
+    png_colours,
     registry_state,
     run,
+    screenshot,
     serving,
     set_alias,
 )
@@ -120,6 +122,7 @@ class Phases:
         folder = self.project.path / "reports" / "monitor"
         result: dict[str, Any] = json.loads((folder / "verdict.json").read_text())
         result["html"] = (folder / "report.html").read_text()
+        (self.project.path / "logs" / f"phase-{name}.html").write_text(result["html"])
         result["prom"] = (folder / "metrics.prom").read_text()
         self.results[name] = result
         return result
@@ -442,3 +445,14 @@ def test_the_alert_rules_pass_promtool_and_read_only_exported_metrics(
     # A regression's service exports a histogram of predicted values; this one classifies.
     regression_only = {f"{prefix}prediction_value_{part}" for part in ("bucket", "sum", "count")}
     assert read - regression_only <= exported, sorted(read - regression_only - exported)
+
+
+def test_the_drift_report_looks_right_in_a_browser(
+    project: Project, phases: Phases, tmp_path: Path
+) -> None:
+    """Headless Chromium draws the shifted phase's report: a page with its title, not a
+    blank one (skipped, saying why, where Chromium is not installed)."""
+    report = project.path / "logs" / "phase-shifted.html"
+    title = screenshot(report.as_uri(), tmp_path / "drift-report.png")
+    assert title == f"{project.answers['project_name']}: monitoring report"
+    assert png_colours(tmp_path / "drift-report.png") >= 16, "a blank page"

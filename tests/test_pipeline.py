@@ -27,9 +27,11 @@ from support import (
     git,
     installed,
     pipeline_stages,
+    png_colours,
     raw_data,
     recorded_md5,
     run,
+    screenshot,
     selected_levels,
     sha256,
     stop_group,
@@ -152,7 +154,19 @@ def test_a_clean_repro_runs_every_stage(pipeline: Project) -> None:
     for plot in ("roc.json", "precision_recall.json", "confusion_matrix.csv"):
         assert plot in plots
     pipeline.make("plots")
-    assert (pipeline.path / "dvc_plots" / "index.html").is_file()
+    drawn = (pipeline.path / "dvc_plots" / "index.html").read_text()
+    assert drawn.count("<svg") >= 3 and "<script" not in drawn, "charts drawn, no network"
+
+
+def test_the_plots_page_looks_right_in_a_browser(pipeline: Project, tmp_path: Path) -> None:
+    """`make plots`' page, drawn by headless Chromium (its charts are Vega, drawn by the
+    page's own scripts): its title, and not blank."""
+    page = pipeline.path / "dvc_plots" / "index.html"
+    if not page.is_file():
+        pipeline.make("plots")
+    title = screenshot(page.as_uri(), tmp_path / "dvc-plots.png")
+    assert title == f"{pipeline.answers['project_name']}: the pipeline's plots"
+    assert png_colours(tmp_path / "dvc-plots.png") >= 16, "a blank page"
 
 
 def test_a_second_repro_does_nothing(pipeline: Project) -> None:
@@ -428,6 +442,17 @@ def test_make_ui_shows_the_pipeline_s_run_and_model(pipeline: Project, tmp_path:
         assert trained in {listed["info"]["run_id"] for listed in runs}
         model = httpx.get(f"{api}/registered-models/get", params={"name": name}, timeout=10)
         assert model.json()["registered_model"]["latest_versions"], model.text
+        # The runs table and the registered model, as a person browses them (the titles
+        # are set by the pages' scripts once they have drawn).
+        number = experiment["experiment_id"]
+        pages = {
+            "mlflow-ui.png": (f"#/experiments/{number}/runs", f"Runs - Experiment {number}"),
+            "mlflow-model.png": (f"#/models/{name}", f"Model: {name}"),
+        }
+        for picture, (route, expected) in pages.items():
+            title = screenshot(f"{url}/{route}", tmp_path / picture, wait_ms=15000)
+            assert title == f"{expected} - MLflow", title
+            assert png_colours(tmp_path / picture) >= 16, f"{picture}: a blank page"
     finally:
         stop_group(process)
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from copier import run_copy, run_update
 from support import (
     ROOT,
     ProjectEnv,
     git,
     installed,
+    render_project,
     rendered_files,
+    update_project,
 )
 from test_update import CONFLICT, OWN_README, OWN_TARGET, edit
 
@@ -59,16 +60,7 @@ def template_with_history(destination: Path) -> Path:
 
 
 def copy(template: Path, destination: Path, ref: str) -> Path:
-    run_copy(
-        str(template),
-        destination,
-        data={"maturity_level": LEVEL},
-        defaults=True,
-        unsafe=True,
-        quiet=True,
-        vcs_ref=ref,
-    )
-    return destination
+    return render_project(template, destination, ref=ref, maturity_level=LEVEL)
 
 
 def test_a_project_from_the_previous_release_updates_to_the_current_template(
@@ -89,10 +81,7 @@ def test_a_project_from_the_previous_release_updates_to_the_current_template(
     params = edit(path / "params.yaml", "  n_estimators: 200", "  n_estimators: 150")
     git(path, "commit", "--quiet", "--all", "--message", "User edits")
 
-    run_update(
-        path, vcs_ref="HEAD", defaults=True, overwrite=True, unsafe=True, quiet=True,
-        skip_answered=True,
-    )  # fmt: skip
+    update_project(path, ref="HEAD")
 
     files = rendered_files(path)
     marked = [name for name in files if CONFLICT.search((path / name).read_text(errors="replace"))]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from conftest import Render
-from copier import run_update
 from support import (
     AWKWARD_TARGET,
     Project,
@@ -21,6 +20,7 @@ from support import (
     open_project,
     rendered_files,
     selected_levels,
+    update_project,
 )
 
 pytestmark = pytest.mark.slow
@@ -56,15 +56,7 @@ def climbs_to_deploying_levels() -> list[tuple[int, int]]:
 
 
 def update(project: Path, **answers: object) -> None:
-    run_update(
-        project,
-        data=answers,
-        defaults=True,
-        overwrite=True,
-        unsafe=True,
-        quiet=True,
-        skip_answered=True,
-    )
+    update_project(project, **answers)
 
 
 def assert_capabilities_arrived(climbed: Project, low: int) -> None:

@@ -1,0 +1,36 @@
+"""Take the docs site's screenshots: the service's interactive docs, `make plots`' page,
+the MLflow UI (`make ui`) and the drift report, each drawn by headless Chromium on a real
+project, into docs/screenshots/.
+
+    .venv/bin/python scripts/screenshots.py
+
+It runs the suite's screenshot tests (which also check each picture: its page's title,
+and that it is not blank) with SCREENSHOTS_DIR set, so the pictures in the docs are the
+ones the tests looked at. Needs Debian's `chromium`; about ten minutes (it trains and
+serves a level-2 and a level-4 project).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = [
+    "tests/test_execute.py::test_the_interactive_docs_look_right_in_a_browser",
+    "tests/test_pipeline.py::test_the_plots_page_looks_right_in_a_browser",
+    "tests/test_pipeline.py::test_make_ui_shows_the_pipeline_s_run_and_model",
+    "tests/test_operations.py::test_the_drift_report_looks_right_in_a_browser",
+]
+
+
+def main() -> int:
+    env = {**os.environ, "SCREENSHOTS_DIR": str(ROOT / "docs" / "screenshots"), "LEVELS": "4"}
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", *TESTS]
+    return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
