@@ -677,6 +677,12 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the in-process profile")
     parser.add_argument("--profile-requests", type=int, default=2000, help="per measurement")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
+    parser.add_argument(
+        "--plot",
+        type=lambda value: Path(value) if value else None,
+        default=ROOT / "docs" / "benchmarks" / "serving.svg",
+        help="where to draw the throughput plot (an SVG; --plot '' for none)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     bodies = bodies_for(args.batch)
@@ -751,6 +757,40 @@ def main() -> int:
         report(args, all_servers, results, setup, load_before, loads, profiled)
     print(f"\n(the whole script took {(time.monotonic() - started) / 60:.1f} min)")
     return 0
+
+
+def draw(
+    medians: dict[tuple[str, str, str], float], bodies: tuple[str, ...], machine: str, path: Path
+) -> None:
+    """Throughput of every server, one panel per body, on a log scale: the picture the docs
+    show beside the table (matplotlib, SVG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted({(label, model) for label, model, _ in medians}, key=lambda r: (r[1], r[0]))
+    figure, axes = plt.subplots(1, len(bodies), figsize=(11, 0.42 * len(rows) + 1.6), sharey=True)
+    for axis, body in zip(axes, bodies, strict=True):
+        values = [medians[(label, model, body)] for label, model in rows]
+        colours = [
+            "#9e9e9e" if "mlflow" in label else "#b0bec5" if model == "none" else "#00897b"
+            for label, model in rows
+        ]
+        axis.barh(range(len(rows)), values, color=colours)
+        axis.set_xscale("log")
+        axis.set_xlim(right=max(values) * 4)  # room for the figures at the bars' ends
+        axis.set_title(f"{body}: requests per second")
+        for index, value in enumerate(values):
+            axis.text(value, index, f" {value:,.0f}", va="center", fontsize=8)
+        axis.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(rows)), [f"{model}: {label}" for label, model in rows])
+    axes[0].invert_yaxis()
+    figure.suptitle(f"Serving at level 3 ({machine})", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(figure)
 
 
 def report(
@@ -848,6 +888,16 @@ def report(
             share,
             share >= BARE_SHARE,
         )
+    if args.plot:
+        medians = {
+            (server.label, MODELS[server.model] if server.model else "none", body): (
+                rate(server.key, body)
+            )
+            for server in all_servers
+            for body in bodies
+        }
+        draw(medians, bodies, f"{machine()}; wrk -c{args.connections}, medians", args.plot)
+        print(f"\nPlot: {args.plot}")
     print("\nWhat ONNX buys (service, hooks on, ONNX Runtime / scikit-learn req/s):")
     for key in models:
         for body in bodies:

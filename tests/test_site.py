@@ -23,7 +23,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def page(site: Path, name: str) -> str:
-    return (site / name / "index.html").read_text(encoding="utf-8")
+    """The page's own content (its article: not the navigation or the table of contents)."""
+    text = (site / name / "index.html").read_text(encoding="utf-8")
+    return text[text.index("<article") : text.index("</article>")]
 
 
 def test_the_site_fetches_nothing_from_elsewhere(site: Path) -> None:
@@ -36,7 +38,8 @@ def test_the_site_fetches_nothing_from_elsewhere(site: Path) -> None:
 
 def test_the_ladder_is_drawn_from_the_capability_table(site: Path) -> None:
     text = page(site, "ladder")
-    svg = text[text.index("<svg") : text.index("</svg>")]
+    start = text.rindex("<svg", 0, text.index('aria-label="The MLOps maturity ladder'))
+    svg = text[start : text.index("</svg>", start)]
     table = ladder()
     for level in table.LEVELS:
         assert f">Level {level.number}</text>" in svg
