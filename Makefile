@@ -62,8 +62,8 @@ levels: setup ## Print the levels copier.yml offers (the CI matrix reads this)
 
 .PHONY: lint
 lint: setup ## Lint and format-check the template's own Python
-	$(BIN)/ruff check extensions scripts tests
-	$(BIN)/ruff format --check extensions scripts tests
+	$(BIN)/ruff check extensions harness scripts tests
+	$(BIN)/ruff format --check extensions harness scripts tests
 
 .PHONY: clean
 clean: ## Remove the demo project and caches (keeps .venv)

@@ -25,7 +25,7 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "harness"))
 from support import free_port, ladder, render_project, wait_for_http  # noqa: E402
 
 

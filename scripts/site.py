@@ -30,7 +30,7 @@ import yaml
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "harness"))
 from support import (  # noqa: E402
     git,
     ladder,

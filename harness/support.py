@@ -1,4 +1,5 @@
-"""Helpers for the template's tests: the tables, rendering, and running commands."""
+"""Shared by the template's tests and scripts: the ladder's tables, rendering and updating
+projects with Copier, the shared project environment, running commands and servers."""
 
 from __future__ import annotations
 
