@@ -460,6 +460,24 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
         time.sleep(0.2)
 
 
+def spawn(
+    args: list[str], output: Path, env: Mapping[str, str], cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A long-running command (a server) in a session of its own, so that stop_group ends
+    it with everything it starts; its output goes to the file ``output`` (a pipe nobody
+    reads fills up and blocks it)."""
+    with output.open("wb") as sink:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=dict(env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def stop_group(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
     """Interrupt a process started in its own session, with everything it started; kill
     the group if it has not ended within ``timeout`` seconds."""

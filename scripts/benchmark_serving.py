@@ -60,6 +60,7 @@ from support import (  # noqa: E402
     run,
     shared_project_env,
     snapshot_template,
+    spawn,
     stop_group,
     tool,
 )
@@ -290,16 +291,7 @@ def serving(server: Server, logs: Path) -> Iterator[Server]:
     server.args = [arg.replace("{port}", str(port)) for arg in server.args]
     server.env = {name: value.replace("{port}", str(port)) for name, value in server.env.items()}
     server.output = logs / f"{server.key}.out"
-    with server.output.open("wb") as sink:
-        server.process = subprocess.Popen(
-            server.args,
-            cwd=server.cwd,
-            env=server.env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    server.process = spawn(server.args, server.output, server.env, cwd=server.cwd)
     try:
         wait_ready(server)
         yield server

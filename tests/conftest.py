@@ -78,17 +78,22 @@ def xdist_scope(nodeid: str) -> str:
 
 # Modules whose checks do not depend on the level (the questions, the docs and the site,
 # the release update at its fixed level): the CI matrix runs them once, in their own job
-# (`make test-once`), not in every level's cell. With $LEVELS set they are left out,
-# unless $LEVEL_INDEPENDENT=1 asks for them.
+# (`make test-once`: $LEVEL_INDEPENDENT=only), not in every level's cell (with $LEVELS
+# set they are left out, unless $LEVEL_INDEPENDENT is set).
 LEVEL_INDEPENDENT = frozenset(
     {"tests/test_docs.py", "tests/test_questions.py", "tests/test_release.py", "tests/test_site.py"}
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not os.environ.get("LEVELS", "").strip() or os.environ.get("LEVEL_INDEPENDENT"):
+    mode = os.environ.get("LEVEL_INDEPENDENT", "")
+    if mode == "only":
+        wanted = True
+    elif os.environ.get("LEVELS", "").strip() and not mode:
+        wanted = False
+    else:
         return
-    kept = [item for item in items if item.nodeid.split("::")[0] not in LEVEL_INDEPENDENT]
+    kept = [item for item in items if (item.nodeid.split("::")[0] in LEVEL_INDEPENDENT) == wanted]
     config.hook.pytest_deselected(items=[item for item in items if item not in kept])
     items[:] = kept
 

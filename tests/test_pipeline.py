@@ -34,6 +34,7 @@ from support import (
     screenshot,
     selected_levels,
     sha256,
+    spawn,
     stop_group,
     tool,
     wait_for_http,
@@ -416,17 +417,9 @@ def test_make_ui_shows_the_pipeline_s_run_and_model(pipeline: Project, tmp_path:
     mlflow, named by MLFLOW_UI_ENV: a user's first `make ui` installs its own)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with (tmp_path / "ui.log").open("wb") as sink:
-        process = subprocess.Popen(
-            ["make", "ui", f"PYTHON={pipeline.tools.python}", f"MLFLOW_UI_ENV={full_mlflow_env()}",
-             f"UI_PORT={port}"],
-            cwd=pipeline.path,
-            env=pipeline.env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
+    make_ui = ["make", "ui", f"PYTHON={pipeline.tools.python}"]
+    make_ui += [f"MLFLOW_UI_ENV={full_mlflow_env()}", f"UI_PORT={port}"]
+    process = spawn(make_ui, tmp_path / "ui.log", pipeline.env, cwd=pipeline.path)
     try:
         wait_for_http(f"{url}/health", process, timeout=120)
         assert "<title>MLflow</title>" in httpx.get(url, timeout=10).text
@@ -469,8 +462,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    log = (home / "server.log").open("wb")
-    process = subprocess.Popen(
+    process = spawn(
         [
             str(venv / "bin" / "mlflow"),
             "server",
@@ -485,11 +477,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--workers",
             "1",
         ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        home / "server.log",
+        env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -501,7 +490,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_the_pipeline_tracks_and_registers_on_a_team_server(

@@ -55,10 +55,6 @@ def climbs_to_deploying_levels() -> list[tuple[int, int]]:
     ]
 
 
-def update(project: Path, **answers: object) -> None:
-    update_project(project, **answers)
-
-
 def assert_capabilities_arrived(climbed: Project, low: int) -> None:
     """Every file of every capability above ``low``, up to the climbed level, is there."""
     files = rendered_files(climbed.path)
@@ -120,7 +116,7 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
     )
     git(path, "commit", "--quiet", "--all", "--message", "User edits")
 
-    update(path, maturity_level=high)
+    update_project(path, maturity_level=high)
 
     assert not conflicted(path), conflicted(path)
     assert "n_estimators: 150" in params.read_text()
@@ -154,7 +150,7 @@ def test_update_refuses_a_dirty_tree_and_changes_nothing(render: Render) -> None
     readme.write_text(readme.read_text() + "\nwork in progress\n")
     before = {name: (path / name).read_bytes() for name in rendered_files(path)}
     with pytest.raises(Exception, match=r"(?i)dirty"):
-        update(path, maturity_level=1)
+        update_project(path, maturity_level=1)
     assert {name: (path / name).read_bytes() for name in rendered_files(path)} == before
 
 
@@ -167,7 +163,7 @@ def test_an_update_without_changes_changes_nothing(render: Render) -> None:
     path = render("noop", maturity_level=level)
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "Generate project")
-    update(path)
+    update_project(path)
     assert git(path, "status", "--porcelain").stdout == ""
 
 
@@ -265,7 +261,7 @@ def test_climbing_to_a_deploying_level(
     contract = (path / "data" / "contract.yaml").read_text()
     kept = edit_as_a_user(project)
 
-    update(path, maturity_level=high)
+    update_project(path, maturity_level=high)
 
     assert not conflicted(path), conflicted(path)
     for name, texts in kept.items():
@@ -328,7 +324,7 @@ def test_a_paragraph_added_to_any_module_docstring_survives_the_climb(
     git(path, "commit", "--quiet", "--message", "Generate project")
     edited = with_own_paragraphs(path)
     assert len(edited) > 10, edited
-    update(path, maturity_level=high)
+    update_project(path, maturity_level=high)
     assert not conflicted(path), conflicted(path)
     for name in edited:
         assert "\nA paragraph of our own.\n" in (path / name).read_text(), name
