@@ -8,12 +8,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -392,6 +394,51 @@ def installed(path: Path, tools: ProjectEnv) -> Project:
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "Generate project")
     return project
+
+
+# The project's lock file (uv.lock, written by its first `make install`) ------------------
+
+# What Python writes into every environment it makes, and uv's sync leaves alone or not:
+# not the project's dependencies, so neither in its lock nor compared with it.
+SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
+
+
+def normalised(name: str) -> str:
+    """A distribution's name as the Python packaging rules compare them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions(project: Path) -> dict[str, set[str]]:
+    """Each package uv.lock records, with the versions it pins: one, or one per range of
+    Python versions or platforms the lock resolved apart."""
+    lock = tomllib.loads((project / "uv.lock").read_text(encoding="utf-8"))
+    versions: dict[str, set[str]] = {}
+    for package in lock["package"]:
+        versions.setdefault(normalised(package["name"]), set()).add(package["version"])
+    return versions
+
+
+def pinned_versions(project: Path) -> dict[str, str]:
+    """pyproject.toml's direct pins (the dependencies and the dev group): name to version."""
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    lines = [*pyproject["project"]["dependencies"], *pyproject["dependency-groups"]["dev"]]
+    pins: dict[str, str] = {}
+    for line in lines:
+        name, version = line.split("==")
+        pins[normalised(name.split("[")[0])] = version
+    return pins
+
+
+INSTALLED = (
+    "import importlib.metadata as m, json; "
+    "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+)
+
+
+def installed_versions(python: Path | str, cwd: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """Each distribution installed in ``python``'s environment, with its version."""
+    printed = run([str(python), "-c", INSTALLED], cwd, env).stdout
+    return {normalised(name): version for name, version in json.loads(printed).items()}
 
 
 PIPELINE_STAGES = ("ingest", "validate", "features", "train", "evaluate", "register")

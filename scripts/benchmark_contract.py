@@ -1,13 +1,14 @@
 """Time contract inference on a large CSV next to pyarrow reading the same file, and the
 peak memory of each, on a fresh render in the tests' shared environment.
 
-    .venv/bin/python scripts/benchmark_contract.py [--rows 1000000] [--repeat 3]
+    .venv/bin/python scripts/benchmark_contract.py [--rows 1000000] [--repeat 3] [--plot FILE.svg]
 
 It writes a seeded CSV (24 float columns, 5 text categories with a few blanks, a text
 target of 3 classes), then measures, alternating and each in a process of its own:
 `pyarrow.csv.read_csv` alone, `pandas.read_csv(engine="pyarrow")` for reference, and the
-generated project's `contract.infer` on that file. Prints a Markdown table; the goal is
-bounded memory and no more than about twice pyarrow's time.
+generated project's `contract.infer` on that file. Prints a Markdown table and draws it
+(docs/benchmarks/contract.svg); the goal is bounded memory and no more than about twice
+pyarrow's time.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pyarrow.csv as pacsv
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "harness"))
+import plots  # noqa: E402
 from support import Project, own_data_project, run  # noqa: E402
 
 TARGET = "label"
@@ -87,6 +89,9 @@ MEASURES = {
     "pandas": '`pandas.read_csv(path, engine="pyarrow")`',
     "infer": "`contract.infer(path, target)` (one streamed pass)",
 }
+# Each in the plot: inference is ours; reading the file whole is what it is compared with.
+KINDS = {"pyarrow": "floor", "pandas": "peer", "infer": "ours"}
+LABELS = {"pyarrow": "pyarrow read_csv", "pandas": "pandas read_csv", "infer": "contract.infer"}
 
 
 def write_csv(path: Path, rows: int, seed: int = 0) -> None:
@@ -128,6 +133,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the CSV")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement")
+    parser.add_argument(
+        "--plot",
+        default=str(ROOT / "docs" / "benchmarks" / "contract.svg"),
+        help="where to draw the medians (an SVG; --plot '' for none)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -176,6 +186,19 @@ def main() -> int:
     print(f"\ninfer / pyarrow read (median): {median('infer') / median('pyarrow'):.2f}x")
     print(f"infer / pandas read (median): {median('infer') / median('pandas'):.2f}x")
     print(f"infer: {inferred['task']}, {inferred['features']:.0f} features")
+    if args.plot:
+
+        def over_imports(what: str) -> float:
+            return statistics.median(f["peak"] - f["imports"] for f in runs[what]) / 1e6
+
+        seconds = [plots.Bar(LABELS[what], median(what), KINDS[what]) for what in MEASURES]
+        memory = [plots.Bar(LABELS[what], over_imports(what), KINDS[what]) for what in MEASURES]
+        panels = [
+            plots.Panel("seconds (median)", seconds, " s", digits=2),
+            plots.Panel("peak memory over the imports", memory, " MB"),
+        ]
+        title = f"{megabytes(size)} MB of CSV, {args.rows:,} rows ({plots.machine()})"
+        print(f"drawn: {plots.draw(Path(args.plot), title, panels)}")
     return 0
 
 

@@ -17,6 +17,8 @@ Usage::
     .venv/bin/python scripts/benchmark_drift.py --sizes 100000,1000000 --repeat 3
     .venv/bin/python scripts/benchmark_drift.py --sizes 100000 --skip-evidently
 
+It prints a table and draws the times (docs/benchmarks/drift.svg; ``--plot ''`` for none).
+
 The worker modes (``--worker ours|evidently``) are internal.
 """
 
@@ -40,6 +42,9 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CACHE = ROOT / ".cache"
+sys.path.insert(0, str(ROOT / "harness"))
+import plots  # noqa: E402
+
 DRIFT_MODULE = (
     ROOT / "template/src/{{ package_name }}/{% if has_drift_detection %}drift.py{% endif %}"
 )
@@ -419,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ours-python", default=None, help="default: .cache/drift-env")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json-out", type=Path, default=None, help="write raw results here")
+    parser.add_argument(
+        "--plot",
+        default=str(ROOT / "docs" / "benchmarks" / "drift.svg"),
+        help="where to draw the times (an SVG; --plot '' for none)",
+    )
     parser.add_argument("--worker", choices=["ours", "evidently"], help=argparse.SUPPRESS)
     parser.add_argument("--meta", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -508,7 +518,22 @@ def main(argv: list[str] | None = None) -> int:
         " missing rise) == Evidently's set; tests=: ours KS/chi2 verdicts alone == Evidently's;"
         "\nmax|dp|: largest difference between our and Evidently's p-values over all columns."
     )
+    if args.plot:
+        print(f"drawn: {draw(rows, args, Path(args.plot))}")
     return 0
+
+
+def draw(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> Path:
+    """Each window's time, ours beside Evidently's, on a log scale."""
+    bars = []
+    for r in rows:
+        case = f"{r['dataset']}, {r['rows']:,} rows"
+        bars.append(plots.Bar(f"{case}: drift.py", r["ours"]["seconds"]))
+        if r["evidently"]:
+            bars.append(plots.Bar(f"{case}: Evidently", r["evidently"]["seconds"], "peer"))
+    panel = plots.Panel("seconds (best run)", bars, " s", log=True, digits=2)
+    title = f"Drift check, reference {args.ref_rows:,} rows, 20 features ({plots.machine()})"
+    return plots.draw(path, title, [panel])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Time the level-2 pipeline: a clean `dvc repro` next to a no-op one, and each stage's
 share of the clean run, on a fresh render in the tests' shared environment.
 
-    .venv/bin/python scripts/benchmark_pipeline.py [--repeat 3]
+    .venv/bin/python scripts/benchmark_pipeline.py [--repeat 3] [--plot FILE.svg]
 
-Prints a Markdown table; docs/benchmarks.md records the figures.
+Prints a Markdown table and draws it (docs/benchmarks/pipeline.svg); docs/benchmarks.md
+records the figures.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "harness"))
+import plots  # noqa: E402
 from support import (  # noqa: E402
     Project,
     installed,
@@ -37,6 +39,11 @@ def timed(project: Project, *targets: str) -> tuple[float, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="clean runs to time")
+    parser.add_argument(
+        "--plot",
+        default=str(ROOT / "docs" / "benchmarks" / "pipeline.svg"),
+        help="where to draw the medians (an SVG; --plot '' for none)",
+    )
     args = parser.parse_args()
 
     tools = shared_project_env()
@@ -72,6 +79,15 @@ def main() -> int:
     for stage, values in stages.items():
         print(row(f"stage `{stage}` alone (`python -m <package>.{stage}`)", values))
     print(f"\nclean / no-op: {statistics.median(clean) / statistics.median(noop):.0f}x")
+    if args.plot:
+        bars = [
+            plots.Bar("dvc repro from clean", statistics.median(clean)),
+            plots.Bar("dvc repro, nothing changed", statistics.median(noop)),
+            *(plots.Bar(f"stage {name} alone", statistics.median(v)) for name, v in stages.items()),
+        ]
+        title = f"The level-2 pipeline: median of {args.repeat} runs ({plots.machine()})"
+        drawn = plots.draw(Path(args.plot), title, [plots.Panel("seconds", bars, " s", digits=1)])
+        print(f"drawn: {drawn}")
     return 0
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -51,6 +50,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "harness"))
+import plots  # noqa: E402
 from support import (  # noqa: E402
     CACHE,
     Project,
@@ -95,23 +95,6 @@ def ensure_wrk() -> str:
     found = shutil.which("wrk")
     assert found, "apt-get installed wrk, but it is not on PATH"
     return found
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        model = found.group(1).strip() if found else model
-    memory = ""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        found = re.search(r"^MemTotal:\s*(\d+) kB", meminfo.read_text(), re.MULTILINE)
-        memory = f", {int(found.group(1)) / 2**20:.0f} GiB" if found else ""
-    return (
-        f"{os.cpu_count()} CPUs ({model}){memory}, {platform.system()} {platform.release()},"
-        f" Python {platform.python_version()}"
-    )
 
 
 def load_average() -> str:
@@ -755,34 +738,24 @@ def draw(
     medians: dict[tuple[str, str, str], float], bodies: tuple[str, ...], machine: str, path: Path
 ) -> None:
     """Throughput of every server, one panel per body, on a log scale: the picture the docs
-    show beside the table (matplotlib, SVG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    show beside the table."""
     rows = sorted({(label, model) for label, model, _ in medians}, key=lambda r: (r[1], r[0]))
-    figure, axes = plt.subplots(1, len(bodies), figsize=(11, 0.42 * len(rows) + 1.6), sharey=True)
-    for axis, body in zip(axes, bodies, strict=True):
-        values = [medians[(label, model, body)] for label, model in rows]
-        colours = [
-            "#9e9e9e" if "mlflow" in label else "#b0bec5" if model == "none" else "#00897b"
-            for label, model in rows
-        ]
-        axis.barh(range(len(rows)), values, color=colours)
-        axis.set_xscale("log")
-        axis.set_xlim(right=max(values) * 4)  # room for the figures at the bars' ends
-        axis.set_title(f"{body}: requests per second")
-        for index, value in enumerate(values):
-            axis.text(value, index, f" {value:,.0f}", va="center", fontsize=8)
-        axis.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(rows)), [f"{model}: {label}" for label, model in rows])
-    axes[0].invert_yaxis()
-    figure.suptitle(f"Serving at level 3 ({machine})", fontsize=9)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(figure)
+
+    def kind(label: str, model: str) -> str:
+        return "peer" if "mlflow" in label else "floor" if model == "none" else "ours"
+
+    panels = [
+        plots.Panel(
+            f"{body}: requests per second",
+            [
+                plots.Bar(f"{model}: {label}", medians[(label, model, body)], kind(label, model))
+                for label, model in rows
+            ],
+            log=True,
+        )
+        for body in bodies
+    ]
+    plots.draw(path, f"Serving at level 3 ({machine})", panels)
 
 
 def report(
@@ -803,7 +776,7 @@ def report(
     models = setup.registry["models"]
     bodies = bodies_for(args.batch)
     print(
-        f"Machine: {machine()}; load average before the runs {load_before}, after each round"
+        f"Machine: {plots.machine()}; load average before the runs {load_before}, after each round"
         f" {', '.join(loads)}."
     )
     print(
@@ -888,7 +861,7 @@ def report(
             for server in all_servers
             for body in bodies
         }
-        draw(medians, bodies, f"{machine()}; wrk -c{args.connections}, medians", args.plot)
+        draw(medians, bodies, f"{plots.machine()}; wrk -c{args.connections}, medians", args.plot)
         print(f"\nPlot: {args.plot}")
     print("\nWhat ONNX buys (service, hooks on, ONNX Runtime / scikit-learn req/s):")
     for key in models:

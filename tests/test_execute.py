@@ -20,6 +20,9 @@ from support import (
     Server,
     git,
     installed,
+    installed_versions,
+    locked_versions,
+    pinned_versions,
     pipeline_stages,
     png_colours,
     raw_data,
@@ -63,6 +66,23 @@ def test_dvc_is_initialised_and_clean_on_the_fresh_render(project: Project) -> N
         assert all(stage in status and stage in dag for stage in pipeline_stages(project)), status
     else:
         assert "no data or pipelines tracked" in status
+    assert git(project.path, "status", "--porcelain").stdout == ""
+
+
+def test_the_first_install_wrote_the_lock_and_the_next_keeps_it(project: Project) -> None:
+    """`make install` on the fresh render wrote uv.lock (committed with the project), which
+    pins each of pyproject.toml's direct dependencies at its pinned version, and what it
+    installed is the lock's; a second `make install` leaves the lock byte-identical."""
+    assert git(project.path, "ls-files", "uv.lock").stdout.strip() == "uv.lock"
+    locked = locked_versions(project.path)
+    for name, version in pinned_versions(project.path).items():
+        assert locked.get(name) == {version}, f"{name}: pyproject pins {version}"
+    present = installed_versions(project.tools.python, project.path, project.env)
+    for name in pinned_versions(project.path):
+        assert present[name] in locked[name], f"{name} {present[name]} is not the lock's"
+    before = (project.path / "uv.lock").read_bytes()
+    project.make("install")
+    assert (project.path / "uv.lock").read_bytes() == before
     assert git(project.path, "status", "--porcelain").stdout == ""
 
 

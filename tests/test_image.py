@@ -16,6 +16,7 @@ import logging
 import shlex
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +27,16 @@ import pandas as pd
 import pytest
 from conftest import Render
 from support import (
+    INSTALLED,
+    SEED_PACKAGES,
     Project,
     ProjectEnv,
     capabilities,
     free_port,
     installed,
     ladder,
+    locked_versions,
+    normalised,
     questions,
     run,
     selected_levels,
@@ -163,6 +168,25 @@ def test_the_image_runs_as_its_unprivileged_user_with_only_what_it_needs(built: 
     )
     leaked = [name for name in files if name.startswith(KEPT_OUT)]
     assert not leaked, f".dockerignore let these in: {leaked}"
+
+
+def test_the_image_holds_the_locked_versions_without_the_dev_group(built: Built) -> None:
+    """The build stage installed from the project's uv.lock (--locked): every distribution
+    in the image is at the lock's version, the runtime pins are all there, and neither the
+    dev group nor uv itself reached the final image."""
+    inside = built.engine("run", "--rm", "--entrypoint", "python", built.image, "-c", INSTALLED)
+    present = {normalised(name): version for name, version in json.loads(inside.stdout).items()}
+    locked = locked_versions(built.project.path)
+    stray = {name: v for name, v in present.items() if v not in locked.get(name, set())}
+    assert set(stray) <= SEED_PACKAGES, f"in the image, not as locked: {stray}"
+    pyproject = tomllib.loads((built.project.path / "pyproject.toml").read_text())
+    runtime, development = (
+        {normalised(line.split("==")[0]) for line in lines}
+        for lines in (pyproject["project"]["dependencies"], pyproject["dependency-groups"]["dev"])
+    )
+    assert runtime <= set(present)
+    assert not development & set(present), "the dev group is in the image"
+    assert "uv" not in present
 
 
 def test_make_smoke_passes(built: Built) -> None:

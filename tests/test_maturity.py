@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from support import ladder, run
 
-# What a fresh render cannot have yet: each needs `make data` or `make train` first.
+# What a fresh render cannot have yet: each needs `make install` (the lock CI installs
+# from), `make data` or `make train` first.
 NEEDS_A_RUN = {
+    "has_ci",
     "has_data_versioning",
     "has_serving",
     "has_pipeline",

@@ -17,6 +17,7 @@ from support import (
     awkward_table,
     git,
     ladder,
+    locked_versions,
     open_project,
     rendered_files,
     selected_levels,
@@ -129,7 +130,13 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
     assert climbed.level == high
     assert_capabilities_arrived(climbed, low)
 
+    locked = locked_versions(path) if own_data else {}  # this user's lock, committed
     climbed.make("install")
+    if own_data:  # the climb re-locks what the new level adds, and moves nothing else
+        relocked = locked_versions(path)
+        moved = {name: (v, relocked[name]) for name, v in locked.items() if relocked.get(name) != v}
+        assert not moved, f"the climb's install changed locked versions: {moved}"
+        assert set(relocked) > set(locked)
     if high < DELIVERY_LEVEL:  # a jump higher is trained by the climbs to deploying levels
         climbed.make("data")
         climbed.make("train")

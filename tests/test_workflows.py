@@ -65,6 +65,25 @@ def test_the_generated_workflows_run_makefile_targets(rendered: tuple[int, Path]
                     assert used <= targets, f"{path.name} runs make{command}"
 
 
+def test_every_workflow_installs_from_the_committed_lock(rendered: tuple[int, Path]) -> None:
+    """UV_LOCKED=1 for every job (so `make install` fails on a missing or stale uv.lock
+    rather than re-resolving), and the uv the workflows and the image install is the
+    template's own pinned uv, which wrote and reads the lock the tests check."""
+    _, project = rendered
+    for path in workflows(project):
+        assert yaml.safe_load(path.read_text())["env"]["UV_LOCKED"] == "1", path.name
+    pinned = re.search(r"^UV_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert pinned
+    files = [*workflows(project), project / "Dockerfile"]
+    found = {
+        version
+        for path in files
+        if path.exists()
+        for version in re.findall(r"\buv==(\S+)", path.read_text())
+    }
+    assert found <= {pinned[1]}, f"uv pins {found}, the template's is {pinned[1]}"
+
+
 def test_the_template_s_own_workflow_is_valid() -> None:
     validate(workflows(ROOT), ROOT)
 
@@ -100,8 +119,9 @@ def check_dependabot(path: Path) -> None:
 def test_dependabot_keeps_every_pin_current_in_few_pull_requests(
     rendered: tuple[int, Path],
 ) -> None:
-    """From level 1 (CI): the Python pins, the actions' hashes and the base image, each
-    ecosystem's updates grouped; valid against Dependabot's schema, clean under zizmor."""
+    """From level 1 (CI): the Python pins and uv.lock (the uv ecosystem), the actions'
+    hashes and the base image, each ecosystem's updates grouped; valid against
+    Dependabot's schema, clean under zizmor."""
     level, project = rendered
     path = project / ".github" / "dependabot.yml"
     assert path.is_file() == capabilities(level)["has_ci"]
@@ -111,11 +131,11 @@ def test_dependabot_keeps_every_pin_current_in_few_pull_requests(
     updates = {
         entry["package-ecosystem"]: entry for entry in yaml.safe_load(path.read_text())["updates"]
     }
-    expected = {"pip", "github-actions"} | (
+    expected = {"uv", "github-actions"} | (
         {"docker"} if capabilities(level)["has_container"] else set()
     )
     assert set(updates) == expected
-    for name in ("pip", "github-actions"):
+    for name in ("uv", "github-actions"):
         assert updates[name]["groups"], f"{name}: ungrouped, one pull request per dependency"
 
 
