@@ -4,8 +4,8 @@ own update tests. The user's edits stay, the template's changes arrive (every fi
 user did not edit becomes what a fresh render of the current template holds), no
 conflict marker is left, and the project's own checks pass.
 
-"The previous release" is the newest tag of this repository that is not the commit under
-test; the current template is this working tree, committed on top of the history."""
+"The previous release" is the newest tag of this repository whose template is not the one
+under test; the current template is this working tree, committed on top of the history."""
 
 from __future__ import annotations
 
@@ -31,17 +31,23 @@ pytestmark = pytest.mark.slow
 LEVEL = 1  # tested, linted and checked in CI: the first level whose project checks itself
 
 
+# What makes a project: a release whose copy of these equals the working tree's is the
+# template under test itself, and no previous release.
+TEMPLATE_PATHS = ("copier.yml", "extensions", "template")
+
+
 def previous_release() -> str | None:
-    """The newest release tag before the commit under test, or None in a clone without
-    tags (a shallow CI checkout: fetch them with the history)."""
-    described = subprocess.run(
-        ["git", "describe", "--tags", "--abbrev=0", "--match", "v[0-9]*"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return described.stdout.strip() or None
+    """The newest release tag before the commit under test whose template differs from the
+    working tree's (when the head is itself tagged, the release before it), or None in a
+    clone without tags (a shallow CI checkout: fetch them with the history)."""
+    tags = git(ROOT, "tag", "--list", "v[0-9]*", "--sort=-v:refname", "--merged", "HEAD")
+    for tag in tags.stdout.split():
+        same = subprocess.run(
+            ["git", "diff", "--quiet", tag, "--", *TEMPLATE_PATHS], cwd=ROOT, check=False
+        )
+        if same.returncode == 1:
+            return tag
+    return None
 
 
 def template_with_history(destination: Path) -> Path:
@@ -68,7 +74,7 @@ def test_a_project_from_the_previous_release_updates_to_the_current_template(
 ) -> None:
     release = previous_release()
     if release is None:
-        pytest.skip("no release tag in this checkout (clone with tags: fetch-depth: 0)")
+        pytest.skip("no earlier release in this checkout (clone with tags: fetch-depth: 0)")
     template = template_with_history(tmp_path / "template")
     path = copy(template, tmp_path / "project", release)
     git(path, "add", "--all")
