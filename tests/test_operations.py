@@ -13,6 +13,9 @@ checked by `make monitor` on its own slice of the prediction log:
   with no failed request, and no answer mixes the two versions;
 - the audit trail holds every entry with all its fields, and `make audit-verify` finds an
   edited, a deleted and a cut-off entry;
+- the monitoring workflow's way (`make monitor RETRAIN=data`, `make push-feedback`, a
+  branch) hands the labelled rows to the Train workflow's checkout (`make pull-feedback`),
+  whose ingest adds them;
 - the rendered alert rules pass promtool's check and their unit tests; every metric the
   rules and the dashboard read is one that the service or the monitor exports, and every
   dashboard query is valid PromQL.
@@ -456,3 +459,66 @@ def test_the_drift_report_looks_right_in_a_browser(
     title = screenshot(report.as_uri(), tmp_path / "drift-report.png")
     assert title == f"{project.answers['project_name']}: monitoring report"
     assert png_colours(tmp_path / "drift-report.png") >= 16, "a blank page"
+
+
+# Retraining in CI ----------------------------------------------------------------------------
+
+
+def test_the_monitoring_workflow_hands_the_rows_to_train_through_dvc_and_git(
+    project: Project, phases: Phases, tmp_path: Path
+) -> None:
+    """What the monitoring workflow runs when a verdict fires, in a fresh checkout against
+    the team's registry (a copy of the project's store) and object store (a DVC remote):
+    `make monitor RETRAIN=data` saves and versions the window's labelled rows and records
+    the trigger, without running the pipeline; `make push-feedback`; a commit on a branch.
+    Then what Train runs on that branch: `make pull-feedback` restores the very rows, and
+    the ingest stage adds them to the data."""
+    store = tmp_path / "registry.db"
+    store.write_bytes((project.path / "mlflow.db").read_bytes())
+    remote = tmp_path / "object-store"
+    python = str(project.tools.python)
+
+    def checkout(name: str, *clone: str) -> tuple[Path, dict[str, str]]:
+        path = tmp_path / name
+        git(tmp_path, "clone", "--quiet", *clone, str(path))
+        env = project.tools.env_for(path, MLFLOW_TRACKING_URI=f"sqlite:///{store}")
+        run(
+            [python, "-m", "dvc", "remote", "modify", "--local", "storage", "url", str(remote)],
+            path,
+            env,
+        )
+        return path, env
+
+    monitor_job, env = checkout("monitor", str(project.path))
+    (monitor_job / "logs").mkdir()
+    (monitor_job / "logs" / "predictions.jsonl").write_bytes(
+        (project.path / "logs" / "phase-shifted.jsonl").read_bytes()
+    )
+    (monitor_job / "logs" / "feedback.jsonl").write_bytes(
+        (project.path / "logs" / "feedback.jsonl").read_bytes()
+    )
+    versions = set(registry_state(project)["versions"])
+    monitored = run(["make", "monitor", "RETRAIN=data", f"PYTHON={python}"], monitor_job, env)
+    assert "retrain: the verdict fired; the Train workflow retrains, with 300 labelled" in (
+        monitored.stdout
+    )
+    assert set(registry_state(project)["versions"]) == versions, "the pipeline ran"
+    changed = git(monitor_job, "status", "--porcelain", "--", "data/feedback", "audit").stdout
+    (pointer,) = (monitor_job / "data" / "feedback").glob("live-*.csv.dvc")
+    assert pointer.name in changed and "audit/trail.jsonl" in changed, changed
+    trail = (monitor_job / "audit" / "trail.jsonl").read_text().splitlines()
+    assert json.loads(trail[-1])["event"] == "retraining"
+    run(["make", "push-feedback", f"PYTHON={python}"], monitor_job, env)
+    git(monitor_job, "switch", "--quiet", "--create", "retrain/1")
+    git(monitor_job, "add", "data/feedback", "audit")
+    git(monitor_job, "commit", "--quiet", "--message", "Monitor: labelled live rows")
+
+    train_job, env = checkout("train", "--branch", "retrain/1", str(monitor_job))
+    saved = pointer.with_suffix("")  # data/feedback/live-<time>.csv
+    assert not (train_job / "data" / "feedback" / saved.name).exists()
+    run(["make", "pull-feedback", f"PYTHON={python}"], train_job, env)
+    restored = train_job / "data" / "feedback" / saved.name
+    assert restored.read_bytes() == saved.read_bytes()
+    run([python, "-m", f"{project.package}.ingest"], train_job, env)
+    raw = pd.read_csv(train_job / "data" / "raw" / "data.csv")
+    assert len(raw) == project.raw_rows + 300  # type: ignore[attr-defined]
