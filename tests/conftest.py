@@ -77,11 +77,17 @@ def xdist_scope(nodeid: str) -> str:
 
 
 # Modules whose checks do not depend on the level (the questions, the docs and the site,
-# the release update at its fixed level): the CI matrix runs them once, in their own job
-# (`make test-once`: $LEVEL_INDEPENDENT=only), not in every level's cell (with $LEVELS
-# set they are left out, unless $LEVEL_INDEPENDENT is set).
+# the release update and the object-store remote at their fixed level): the CI matrix
+# runs them once, in their own job (`make test-once`: $LEVEL_INDEPENDENT=only), not in
+# every level's cell (with $LEVELS set they are left out, unless $LEVEL_INDEPENDENT is set).
 LEVEL_INDEPENDENT = frozenset(
-    {"tests/test_docs.py", "tests/test_questions.py", "tests/test_release.py", "tests/test_site.py"}
+    {
+        "tests/test_docs.py",
+        "tests/test_questions.py",
+        "tests/test_release.py",
+        "tests/test_remote.py",
+        "tests/test_site.py",
+    }
 )
 
 

@@ -181,7 +181,7 @@ def test_the_image_holds_the_locked_versions_without_the_dev_group(built: Built)
     assert set(stray) <= SEED_PACKAGES, f"in the image, not as locked: {stray}"
     pyproject = tomllib.loads((built.project.path / "pyproject.toml").read_text())
     runtime, development = (
-        {normalised(line.split("==")[0]) for line in lines}
+        {normalised(line.split("==")[0].split("[")[0]) for line in lines}
         for lines in (pyproject["project"]["dependencies"], pyproject["dependency-groups"]["dev"])
     )
     assert runtime <= set(present)

@@ -14,7 +14,7 @@ checked by `make monitor` on its own slice of the prediction log:
 - the audit trail holds every entry with all its fields, and `make audit-verify` finds an
   edited, a deleted and a cut-off entry;
 - the monitoring workflow's way (`make monitor RETRAIN=data`, `make push-feedback`, a
-  branch) hands the labelled rows to the Train workflow's checkout (`make pull-feedback`),
+  commit) hands the labelled rows to the Train workflow's checkout (`make pull-feedback`),
   whose ingest adds them;
 - the rendered alert rules pass promtool's check and their unit tests; every metric the
   rules and the dashboard read is one that the service or the monitor exports, and every
@@ -27,6 +27,7 @@ import hashlib
 import html
 import json
 import re
+import sqlite3
 import subprocess
 import threading
 import time
@@ -470,9 +471,9 @@ def test_the_monitoring_workflow_hands_the_rows_to_train_through_dvc_and_git(
     """What the monitoring workflow runs when a verdict fires, in a fresh checkout against
     the team's registry (a copy of the project's store) and object store (a DVC remote):
     `make monitor RETRAIN=data` saves and versions the window's labelled rows and records
-    the trigger, without running the pipeline; `make push-feedback`; a commit on a branch.
-    Then what Train runs on that branch: `make pull-feedback` restores the very rows, and
-    the ingest stage adds them to the data."""
+    the trigger, without running the pipeline; `make push-feedback`; a commit. Then what
+    Train runs on that commit: `make pull-feedback` restores the very rows, and the ingest
+    stage adds them to the data."""
     store = tmp_path / "registry.db"
     store.write_bytes((project.path / "mlflow.db").read_bytes())
     remote = tmp_path / "object-store"
@@ -497,23 +498,30 @@ def test_the_monitoring_workflow_hands_the_rows_to_train_through_dvc_and_git(
     (monitor_job / "logs" / "feedback.jsonl").write_bytes(
         (project.path / "logs" / "feedback.jsonl").read_bytes()
     )
-    versions = set(registry_state(project)["versions"])
+
+    def versions() -> list[tuple[str, int]]:  # in the registry the monitor's job uses
+        with sqlite3.connect(store) as connection:
+            return connection.execute("SELECT name, version FROM model_versions").fetchall()
+
+    registered = versions()
+    assert registered, "the copy of the registry holds the trained versions"
     monitored = run(["make", "monitor", "RETRAIN=data", f"PYTHON={python}"], monitor_job, env)
     assert "retrain: the verdict fired; the Train workflow retrains, with 300 labelled" in (
         monitored.stdout
     )
-    assert set(registry_state(project)["versions"]) == versions, "the pipeline ran"
+    assert versions() == registered, "the pipeline ran in the monitor's job"
+    untouched = git(monitor_job, "status", "--porcelain", "--", "dvc.lock", "reports", "models")
+    assert untouched.stdout == "", "the pipeline ran in the monitor's job"
     changed = git(monitor_job, "status", "--porcelain", "--", "data/feedback", "audit").stdout
     (pointer,) = (monitor_job / "data" / "feedback").glob("live-*.csv.dvc")
     assert pointer.name in changed and "audit/trail.jsonl" in changed, changed
     trail = (monitor_job / "audit" / "trail.jsonl").read_text().splitlines()
     assert json.loads(trail[-1])["event"] == "retraining"
     run(["make", "push-feedback", f"PYTHON={python}"], monitor_job, env)
-    git(monitor_job, "switch", "--quiet", "--create", "retrain/1")
     git(monitor_job, "add", "data/feedback", "audit")
     git(monitor_job, "commit", "--quiet", "--message", "Monitor: labelled live rows")
 
-    train_job, env = checkout("train", "--branch", "retrain/1", str(monitor_job))
+    train_job, env = checkout("train", str(monitor_job))
     saved = pointer.with_suffix("")  # data/feedback/live-<time>.csv
     assert not (train_job / "data" / "feedback" / saved.name).exists()
     run(["make", "pull-feedback", f"PYTHON={python}"], train_job, env)

@@ -126,6 +126,9 @@ def test_variants_render_lint_clean_code(render: Render, answers: dict[str, str]
     if not expected.startswith(("/", "s3://")):
         expected = "../" + expected  # .dvc/config resolves relative paths from .dvc/
     assert f"url = {expected}\n" in (project / ".dvc" / "config").read_text()
+    # An object store needs DVC's plugin for it, which the dvc extra of its scheme brings.
+    extra = {"s3://": "dvc[s3]"}.get(expected[:5], "dvc")
+    assert f"{extra}==" in " ".join(pyproject["dependency-groups"]["dev"])
 
 
 def test_every_level_renders_lint_clean_code(rendered: tuple[int, Path]) -> None:
