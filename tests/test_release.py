@@ -77,6 +77,8 @@ def test_a_project_from_the_previous_release_updates_to_the_current_template(
         pytest.skip("no earlier release in this checkout (clone with tags: fetch-depth: 0)")
     template = template_with_history(tmp_path / "template")
     path = copy(template, tmp_path / "project", release)
+    copied = yaml.safe_load((path / ".copier-answers.yml").read_text())
+    assert copied["_commit"] == release, copied["_commit"]
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", f"Generate project from {release}")
 
@@ -107,10 +109,12 @@ def test_a_project_from_the_previous_release_updates_to_the_current_template(
         if (fresh / name).read_bytes() != (path / name).read_bytes()
     ]
     assert not stale, f"the update did not bring the current template's {stale}"
-    # Copier records `git describe`: <release>-<commits since>-g<hash> of the commit used.
+    # Copier records `git describe`: <newest tag>-<commits since>-g<hash> of the commit used
+    # (the newest tag may be newer than ``release``, when the head itself is released).
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
     head = git(template, "rev-parse", "HEAD").stdout.strip()
-    assert answers["_commit"].startswith(release)
+    newest = git(template, "describe", "--tags", "--abbrev=0").stdout.strip()
+    assert answers["_commit"].startswith(f"{newest}-"), answers["_commit"]
     assert head.startswith(answers["_commit"].rsplit("-g", 1)[-1]), answers["_commit"]
 
     project = installed(path, project_env)
