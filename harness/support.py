@@ -418,15 +418,29 @@ def locked_versions(project: Path) -> dict[str, set[str]]:
     return versions
 
 
-def pinned_versions(project: Path) -> dict[str, str]:
-    """pyproject.toml's direct pins (the dependencies and the dev group): name to version."""
+def pinned_versions(project: Path, runtime: bool = True, dev: bool = True) -> dict[str, str]:
+    """pyproject.toml's direct pins (the dependencies, the dev group, or both): name to
+    version."""
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
-    lines = [*pyproject["project"]["dependencies"], *pyproject["dependency-groups"]["dev"]]
+    lines = [
+        *(pyproject["project"]["dependencies"] if runtime else []),
+        *(pyproject["dependency-groups"]["dev"] if dev else []),
+    ]
     pins: dict[str, str] = {}
     for line in lines:
         name, version = line.split("==")
         pins[normalised(name.split("[")[0])] = version
     return pins
+
+
+def not_as_locked(present: Mapping[str, str], locked: Mapping[str, set[str]]) -> dict[str, str]:
+    """The installed distributions (``present``) at no version the lock records, but for
+    the seed packages every environment has."""
+    return {
+        name: version
+        for name, version in present.items()
+        if version not in locked.get(name, set()) and name not in SEED_PACKAGES
+    }
 
 
 INSTALLED = (

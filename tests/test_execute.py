@@ -74,11 +74,11 @@ def test_the_first_install_wrote_the_lock_and_the_next_keeps_it(project: Project
     pins each of pyproject.toml's direct dependencies at its pinned version, and what it
     installed is the lock's; a second `make install` leaves the lock byte-identical."""
     assert git(project.path, "ls-files", "uv.lock").stdout.strip() == "uv.lock"
-    locked = locked_versions(project.path)
-    for name, version in pinned_versions(project.path).items():
+    locked, pinned = locked_versions(project.path), pinned_versions(project.path)
+    for name, version in pinned.items():
         assert locked.get(name) == {version}, f"{name}: pyproject pins {version}"
     present = installed_versions(project.tools.python, project.path, project.env)
-    for name in pinned_versions(project.path):
+    for name in pinned:
         assert present[name] in locked[name], f"{name} {present[name]} is not the lock's"
     before = (project.path / "uv.lock").read_bytes()
     project.make("install")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -485,11 +483,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_for_http(f"{url}/health", process, timeout=120)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process, timeout=30)
 
 
 def test_the_pipeline_tracks_and_registers_on_a_team_server(
