@@ -23,7 +23,7 @@ setup: $(BIN)/python ## Create .venv with the pinned tools, and the Node test to
 	npm ci --prefix tests/tools --no-audit --no-fund --silent
 
 .PHONY: demo
-demo: setup ## Render a project at the highest built level and run it end to end
+demo: setup ## Render a project at the highest built level and run it end to end (VERBOSE=1: all output)
 	$(BIN)/python scripts/demo.py
 
 # The suite shares out over one test process per CPU (JOBS=1 runs it in this one); the

@@ -89,9 +89,9 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     Capability("has_both_tasks", 0, "classification (text labels) and regression alike"),
     Capability("has_data_versioning", 0, "data layout, DVC initialised, a local DVC remote", (
-        ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/.gitkeep",
-        "data/interim/.gitkeep", "data/processed/.gitkeep", "models/.gitkeep",
-        "reports/.gitkeep",
+        ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/external/.gitkeep",
+        "data/raw/.gitkeep", "data/interim/.gitkeep", "data/processed/.gitkeep",
+        "models/.gitkeep", "reports/.gitkeep",
     )),
     Capability("has_notebook", 0, "an exploration notebook that imports the package", (
         "notebooks/01-exploration.ipynb",

@@ -107,17 +107,24 @@ def dataset_named(name: str) -> Any:
 LEVEL_DATASETS = {1: "penguins", 2: "diabetes"}
 
 
-def selected_runs() -> list[tuple[int, str]]:
-    """(level, dataset) pairs the slow tier executes: every built level once, on its
-    dataset (LEVEL_DATASETS, else the default), filtered by ``$LEVELS`` like the levels."""
+# How each level's guide run installs the project: with uv on PATH, as the README says,
+# but for one level, which installs with pip (no uv anywhere), as a user without uv does.
+PIP_LEVEL = 0
+
+
+def selected_runs() -> list[tuple[int, str, str]]:
+    """(level, dataset, installer) triples the slow tier executes: every built level once,
+    on its dataset (LEVEL_DATASETS, else the default), installed by uv (pip at PIP_LEVEL),
+    filtered by ``$LEVELS`` like the levels."""
     default = str(questions()["dataset"]["default"])
     return [
-        (level, LEVEL_DATASETS.get(level, default)) for level in selected_levels(built_only=True)
+        (level, LEVEL_DATASETS.get(level, default), "pip" if level == PIP_LEVEL else "uv")
+        for level in selected_levels(built_only=True)
     ]
 
 
-def run_id(run: tuple[int, str]) -> str:
-    return f"level-{run[0]}-{run[1]}"
+def run_id(run: tuple[int, str, str]) -> str:
+    return f"level-{run[0]}-{run[1]}-{run[2]}"
 
 
 def capabilities(level: int) -> dict[str, bool]:
@@ -226,7 +233,8 @@ def rendered_files(project: Path) -> set[str]:
 
 @dataclass
 class ProjectEnv:
-    """The one virtual environment every generated project runs in (byte-compiled)."""
+    """The one virtual environment every generated project runs in (byte-compiled): fast,
+    for the tests that check something else than how a user installs and runs it."""
 
     venv: Path
     pre_commit_home: Path
@@ -234,6 +242,11 @@ class ProjectEnv:
     @property
     def python(self) -> Path:
         return self.venv / "bin" / "python"
+
+    @property
+    def make_variables(self) -> list[str]:
+        """What each `make` is told: this environment's Python, not the project's .venv."""
+        return [f"PYTHON={self.python}"]
 
     def env_for(self, project: Path, **extra: str) -> dict[str, str]:
         # Not the template's own make's variables: a nested make would print "Entering
@@ -271,13 +284,40 @@ def shared_project_env() -> ProjectEnv:
 
 
 @dataclass
+class UserShell:
+    """A project as its user has it: its own .venv (its `make install` makes it), run from
+    a plain shell (see guide.user_env): nothing else on PATH but the system's programs and,
+    with ``uv``, uv."""
+
+    project: Path
+    uv: bool = True
+
+    @property
+    def venv(self) -> Path:
+        return self.project / ".venv"
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def make_variables(self) -> list[str]:
+        return []  # the Makefile's own default: .venv
+
+    def env_for(self, project: Path, **extra: str) -> dict[str, str]:
+        from guide import user_env
+
+        return user_env(self.uv, **extra)
+
+
+@dataclass
 class Project:
     """A rendered project and how to run its own commands."""
 
     path: Path
     level: int
     answers: dict[str, Any]
-    tools: ProjectEnv
+    tools: ProjectEnv | UserShell
     caps: dict[str, bool] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -323,7 +363,7 @@ class Project:
     def make(self, *targets: str, check: bool = True, **variables: str) -> Run:
         assignments = [f"{name}={value}" for name, value in variables.items()]
         return run(
-            ["make", *targets, f"PYTHON={self.tools.python}", *assignments],
+            ["make", *targets, *self.tools.make_variables, *assignments],
             self.path,
             self.env,
             check=check,
@@ -333,7 +373,7 @@ class Project:
         return run([str(self.tools.python), *args], self.path, self.env, check=check)
 
 
-def open_project(path: Path, tools: ProjectEnv) -> Project:
+def open_project(path: Path, tools: ProjectEnv | UserShell) -> Project:
     """A rendered project, at the level its answers file records."""
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text(encoding="utf-8"))
     return Project(path, int(answers["maturity_level"]), answers, tools)
@@ -521,6 +561,25 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
         time.sleep(0.2)
 
 
+def served_by(predicted: str) -> str | None:
+    """The registry version `make predict` said it predicted with ("predict:
+    models:/<name>/<version>, as the service serves it"), if it named one."""
+    found = re.search(r"predict: models:/[^/\s]+/(\d+)", predicted)
+    return found.group(1) if found else None
+
+
+def wait_until_serving(url: str, version: str | None, timeout: float = 60) -> None:
+    """From level 4 the service reloads a new champion within SERVING_RELOAD_SECONDS: wait
+    until its /version is ``version`` (a service with no /version, or no version to wait
+    for: at once)."""
+    deadline = time.monotonic() + timeout
+    while version is not None and time.monotonic() < deadline:
+        answer = httpx.get(f"{url}/version", timeout=10)
+        if answer.status_code != 200 or answer.json().get("version") == version:
+            return
+        time.sleep(0.5)
+
+
 def spawn(
     args: list[str], output: Path, env: Mapping[str, str], cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
@@ -575,7 +634,7 @@ def serving(
     port = free_port()
     with stdout.open("wb") as sink:
         process = subprocess.Popen(
-            ["make", "serve", f"PYTHON={project.tools.python}"],
+            ["make", "serve", *project.tools.make_variables],
             cwd=project.path,
             env=project.tools.env_for(project.path, SERVING_PORT=str(port), **settings),
             stdout=sink,

@@ -29,17 +29,39 @@ sys.path.insert(0, str(ROOT / "harness"))
 from support import free_port, ladder, render_project, wait_for_http  # noqa: E402
 
 
-def step(title: str, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+def step(title: str, args: list[str], cwd: Path, env: dict[str, str], quiet: bool = False) -> None:
+    """Run one step, its output shown (``quiet``: kept back, and shown only if it fails)."""
     print(f"\n==> {title}: {' '.join(args)}", flush=True)
     started = time.monotonic()
-    subprocess.run(args, cwd=cwd, env=env, check=True, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        args,
+        cwd=cwd,
+        env=env,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if quiet else None,
+        stderr=subprocess.STDOUT if quiet else None,
+        text=True,
+    )
+    if done.returncode != 0:
+        if quiet:
+            print(done.stdout, end="")
+        raise SystemExit(f"{title} failed (exit {done.returncode})")
     print(f"    ({time.monotonic() - started:.1f} s)", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-serving", action="store_true", help="leave the server up")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=bool(os.environ.get("VERBOSE")),
+        help="show everything: the install's output and the service's request log"
+        " (default: $VERBOSE)",
+    )
     args = parser.parse_args()
+    quiet = not args.verbose
 
     level = max(level.number for level in ladder().LEVELS if level.built)
     destination = ROOT / "build" / "demo"
@@ -53,20 +75,26 @@ def main() -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uv
     env["DVC_NO_ANALYTICS"] = "1"
     env.setdefault("UV_COMPILE_BYTECODE", "1")
-    step("install (the project's own .venv)", ["make", "install"], destination, env)
+    step("install (the project's own .venv)", ["make", "install"], destination, env, quiet)
     step("data", ["make", "data"], destination, env)
     step("train", ["make", "train"], destination, env)
     print("\n    metrics:", (destination / "reports" / "metrics.json").read_text().strip())
 
     port = free_port()
-    print(f"\n==> serve: make serve (SERVING_PORT={port})", flush=True)
-    server = subprocess.Popen(
-        ["make", "serve"],
-        cwd=destination,
-        env={**env, "SERVING_PORT": str(port)},
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server_log = destination / "logs" / "serve.log"
+    shown = "" if args.verbose else f"; its log: {server_log}"
+    print(f"\n==> serve: make serve (SERVING_PORT={port}{shown})", flush=True)
+    server_log.parent.mkdir(parents=True, exist_ok=True)
+    with server_log.open("wb") as sink:  # one JSON line per request: kept out of the way
+        server = subprocess.Popen(
+            ["make", "serve"],
+            cwd=destination,
+            env={**env, "SERVING_PORT": str(port)},
+            stdin=subprocess.DEVNULL,
+            stdout=sink if quiet else None,
+            stderr=subprocess.STDOUT if quiet else None,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/health", server)

@@ -1,32 +1,41 @@
 """The user's own data, not ours: a project made for a file nobody designed for the
 template goes from `copier copy` to a served prediction with `make contract` and no
-other edit, at the highest built level."""
+other edit, at the highest built level. As a user does it: docs/your-data.md's commands,
+then the project's GUIDE.md, every command as written, in a plain shell with the
+project's own .venv (see harness/guide.py)."""
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 import yaml
-from conftest import Render
+from guide import Guide, commands, guided, user_env
 from support import (
     AWKWARD_TARGET,
+    ROOT,
     Project,
-    ProjectEnv,
+    UserShell,
     awkward_table,
-    git,
-    installed,
+    open_project,
     selected_levels,
-    serving,
+    served_by,
+    wait_until_serving,
 )
 
 pytestmark = pytest.mark.slow
 
 SOURCE = "data/external/loans.csv"
+# The placeholders of docs/your-data.md's commands, and what stands for them here.
+TEMPLATE_PLACEHOLDER = "/absolute/path/of/the/template"
+FILE_PLACEHOLDER = "/wherever/loans.csv"
 
 
 def own_data_level() -> list[int]:
@@ -34,23 +43,45 @@ def own_data_level() -> list[int]:
     return [max(built)] if built and max(built) >= 1 else []
 
 
+@dataclass
+class OwnData:
+    project: Project
+    guide: Guide
+
+    @property
+    def url(self) -> str:
+        return self.guide.url()
+
+
 @pytest.fixture(scope="module", params=own_data_level(), ids=lambda level: f"level-{level}")
-def project(request: pytest.FixtureRequest, render: Render, project_env: ProjectEnv) -> Project:
-    """A project for the user's own file: rendered, the file put where the answer says,
-    installed, `make contract` run (and nothing else edited), trained."""
-    path = render(
-        "own", maturity_level=request.param, dataset="own", data_source=SOURCE,
-        target_column=AWKWARD_TARGET,
-    )  # fmt: skip
-    (path / SOURCE).parent.mkdir(parents=True, exist_ok=True)
-    awkward_table().to_csv(path / SOURCE, index=False)
-    project = installed(path, project_env)
-    project.make("contract")
-    project.make("data")
-    project.make("train")
-    git(path, "add", "--all")
-    git(path, "commit", "--quiet", "--message", "Contract and first training run")
-    return project
+def own(
+    request: pytest.FixtureRequest, template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OwnData]:
+    """docs/your-data.md's commands (its two placeholders: the template, the user's file),
+    which copy a project for the user's own file, then that project's guide: install,
+    `make contract` (and nothing else edited), the pipeline, the service, the monitors."""
+    scratch = tmp_path_factory.mktemp("own")
+    users_file = scratch / "loans.csv"
+    awkward_table().to_csv(users_file, index=False)
+    docs = (ROOT / "docs" / "your-data.md").read_text(encoding="utf-8")
+    docs = docs.replace(TEMPLATE_PLACEHOLDER, str(template)).replace(
+        FILE_PLACEHOLDER, str(users_file)
+    )
+    level = request.param
+    docs = docs.replace("maturity_level=4", f"maturity_level={level}")
+    (scratch / "logs").mkdir()
+    with guided(scratch, user_env(), scratch / "logs") as guide:
+        guide.run(commands(docs))
+        path = scratch / "my-project"
+        assert guide.cwd == path
+        project = open_project(path, UserShell(path))
+        guide.run(commands((path / "GUIDE.md").read_text(encoding="utf-8")))
+        yield OwnData(project, guide)
+
+
+@pytest.fixture(scope="module")
+def project(own: OwnData) -> Project:
+    return own.project
 
 
 def test_the_contract_is_inferred_from_the_user_s_file(project: Project) -> None:
@@ -73,14 +104,20 @@ def test_the_contract_is_inferred_from_the_user_s_file(project: Project) -> None
     assert "identifier" in dropped["Loan ID"] and "one value" in dropped["Branch"]
 
 
-def test_the_pipeline_trained_on_it(project: Project) -> None:
-    metrics = json.loads((project.path / "reports" / "metrics.json").read_text())
-    assert metrics["accuracy"] > 0.85  # the labels follow from income and ownership
-    snapshot = pd.read_csv(project.path / "data" / "raw" / "data.csv")
+def test_the_pipeline_trained_on_it(own: OwnData) -> None:
+    """The guide's `make train`, on the file; the snapshot is the file's rows (and, after
+    the guide's retraining at level 4, the labelled live rows it saved)."""
+    trained = own.guide.outcome("make train").output
+    accuracy = float(re.search(r"evaluate: accuracy=([0-9.]+)", trained).group(1))  # type: ignore[union-attr]
+    assert accuracy > 0.85  # the labels follow from income and ownership
+    snapshot = pd.read_csv(own.project.path / "data" / "raw" / "data.csv")
     assert list(snapshot.columns) == [
         "annual_income", "home_ownership", "yrs_since_phd", "has_co_signer", "loan_status"
     ]  # fmt: skip
-    assert len(snapshot) == len(awkward_table())
+    live = sum(
+        len(pd.read_csv(path)) for path in (own.project.path / "data" / "feedback").glob("*.csv")
+    )
+    assert len(snapshot) == len(awkward_table()) + live
 
 
 def test_a_file_it_cannot_use_is_refused_and_the_contract_kept(project: Project) -> None:
@@ -94,25 +131,48 @@ def test_a_file_it_cannot_use_is_refused_and_the_contract_kept(project: Project)
         assert (project.path / "data" / "contract.yaml").read_bytes() == contract
 
 
-def test_the_project_s_own_tests_pass_on_it(project: Project) -> None:
-    result = project.make("test")
-    assert " passed" in result.stdout and " failed" not in result.stdout
+def test_the_project_s_own_tests_pass_on_it(own: OwnData) -> None:
+    output = own.guide.outcome("make test").output
+    assert " passed" in output and " failed" not in output
 
 
-@pytest.fixture(scope="module")
-def server(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serving(project, tmp_path_factory.mktemp("own-server") / "server.log") as running:
-        yield running.url
+def test_predictions_for_rows_cut_from_the_file_keep_its_headers_and_id(
+    own: OwnData, tmp_path: Path
+) -> None:
+    """The guide cut 20 rows from the user's file and asked `make predict` for them: the
+    output is those rows, the id column and every header as the file spells them, with
+    the predictions added. Asked again now (the guide's retraining may have moved the
+    champion since), they are what the service answers for the same rows keyed by the
+    file's headers."""
+    path = own.project.path
+    rows = pd.read_csv(path / "rows.csv", dtype=str, keep_default_na=False)
+    out = pd.read_csv(path / "predictions.csv", dtype=str, keep_default_na=False)
+    assert list(rows.columns) == list(awkward_table().columns)
+    assert out.loc[:, list(rows.columns)].equals(rows) and "Loan ID" in out.columns
+    assert "'Loan ID' (dropped)" in own.guide.outcome("make predict").output
+    predicted = own.project.make("predict", INPUT="rows.csv", OUTPUT=str(tmp_path / "now.csv"))
+    wait_until_serving(own.url, served_by(predicted.stderr))
+    now = pd.read_csv(tmp_path / "now.csv", dtype=str, keep_default_na=False)
+    source = pd.read_csv(path / "rows.csv")
+    features = [f["column"] for f in own.project.contract["features"]]
+    records = json.loads(source.loc[:, features].to_json(orient="records"))
+    response = httpx.post(f"{own.url}/predict", json=records, timeout=30)
+    assert response.status_code == 200, response.text
+    assert [p["label"] for p in response.json()["predictions"]] == now["label"].tolist()
 
 
 def test_served_predictions_equal_the_batch_cli_s(
-    project: Project, server: str, tmp_path: Path
+    project: Project, own: OwnData, tmp_path: Path
 ) -> None:
+    server = own.url
     rows = awkward_table(rows=30, seed=99)
     renamed = {f["column"]: f["name"] for f in project.contract["features"]}
     rows = rows.loc[:, list(renamed)].rename(columns=renamed)
     rows.to_csv(tmp_path / "rows.csv", index=False)
-    project.make("predict", INPUT=str(tmp_path / "rows.csv"), OUTPUT=str(tmp_path / "out.csv"))
+    predicted = project.make(
+        "predict", INPUT=str(tmp_path / "rows.csv"), OUTPUT=str(tmp_path / "out.csv")
+    )
+    wait_until_serving(server, served_by(predicted.stderr))
     expected = pd.read_csv(tmp_path / "out.csv")
     records = json.loads(rows.to_json(orient="records"))  # missing values as null
     response = httpx.post(f"{server}/predict", json=records, timeout=30)
@@ -125,7 +185,8 @@ def test_served_predictions_equal_the_batch_cli_s(
             assert probability == pytest.approx(expected_probability, abs=project.served_tolerance)
 
 
-def test_bad_requests_get_a_422_that_says_what_is_allowed(project: Project, server: str) -> None:
+def test_bad_requests_get_a_422_that_says_what_is_allowed(project: Project, own: OwnData) -> None:
+    server = own.url
     example = yaml.safe_load((project.path / "data" / "contract.yaml").read_text())["example"]
     cases = {
         "home_ownership": ({**example, "home_ownership": "CASTLE"}, ["MORTGAGE", "OWN", "RENT"]),
@@ -143,15 +204,27 @@ def test_bad_requests_get_a_422_that_says_what_is_allowed(project: Project, serv
     assert response.json()["predictions"][0]["label"] in ("approved", "rejected")
 
 
-def test_the_monitors_flag_exactly_the_shifted_features(project: Project, server: str) -> None:
+def test_the_monitors_flag_exactly_the_shifted_features(project: Project, own: OwnData) -> None:
     """Level 4 on the user's data: traffic with a flag set in every row and a number moved
-    by three standard deviations is caught on those two features, and on no other."""
+    by three standard deviations is caught on those two features, and on no other (the
+    monitor reads this traffic alone: the guide's own traffic came before it)."""
     if not project.caps["has_drift_detection"]:
         pytest.skip(f"level {project.level} has no monitors")
+    log = project.path / "logs" / "predictions.jsonl"
+    before = log.stat().st_size
     sent = project.make(
-        "simulate", URL=server, ROWS="400", SHIFT="has_co_signer=true annual_income=3"
+        "simulate", URL=own.url, ROWS="400", SHIFT="has_co_signer=true annual_income=3"
     )
     assert "400 answered, 0 failed" in sent.stdout, sent.stdout
-    project.make("monitor", RETRAIN="")
+    deadline = time.monotonic() + 30  # the service writes its log once a second
+    window = b""
+    while window.count(b"\n") < 400 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with log.open("rb") as handle:
+            handle.seek(before)
+            window = handle.read()
+    sliced = project.path / "logs" / "this-test.jsonl"
+    sliced.write_bytes(window)
+    project.make("monitor", RETRAIN="", LOG=str(sliced))
     verdict = json.loads((project.path / "reports" / "monitor" / "verdict.json").read_text())
     assert sorted(verdict["drift"]["drifted_features"]) == ["annual_income", "has_co_signer"]
