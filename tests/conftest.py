@@ -53,7 +53,7 @@ def project_env() -> ProjectEnv:
 # and trained; a Docker engine) is made once, in one process. These modules split by
 # their parameter (each executed level on its own), these are cheap or independent test
 # by test, and every other module stays whole.
-SPLIT_BY_PARAMETER = frozenset({"tests/test_execute.py"})
+SPLIT_BY_PARAMETER = frozenset({"tests/test_execute.py", "tests/test_headers.py"})
 TEST_BY_TEST = frozenset(
     {
         "tests/test_datasets.py",

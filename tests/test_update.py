@@ -93,7 +93,7 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
     own_data = (low, high) == (1, 2)  # this user swapped the bundled data for their own
     if own_data:
         project.make("install")
-        (path / "data" / "external").mkdir(parents=True)
+        (path / "data" / "external").mkdir(parents=True, exist_ok=True)  # rendered, git-ignored
         awkward_table().to_csv(path / "data" / "external" / "loans.csv", index=False)
         project.make("contract", SOURCE="data/external/loans.csv", TARGET=AWKWARD_TARGET)
     contract = (path / "data" / "contract.yaml").read_text()
