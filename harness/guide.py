@@ -238,6 +238,21 @@ class Guide:
         for server in self.servers:
             stop_group(server)
 
+    def summary(self) -> str:
+        """Each command run, its exit status and time, and the line it showed (Markdown)."""
+        rows = ["| command | exit | s | showed |", "|---|---|---|---|"]
+        for ran in self.ran:
+            lines = [line for line in ran.output.splitlines() if line.strip()]
+            shown = next((line for line in lines if any(s in line for s in ran.command.shows)), "")
+            status = (
+                "not tested here" if ran.command.skipped is not None
+                else "keeps running" if ran.returncode is None else str(ran.returncode)
+            )  # fmt: skip
+            command = ran.command.text.replace("\\\n", " ").replace("|", "\\|")
+            showed = (shown or (lines[-1] if lines else ""))[:100].replace("|", "\\|")
+            rows.append(f"| `{command}` | {status} | {ran.seconds:.1f} | {showed} |")
+        return "\n".join(rows) + "\n"
+
     def run(self, batch: list[Command], around: Mapping[str, tuple[Hook, Hook]] = {}) -> None:
         """Run ``batch`` as its comments say; an AssertionError at the first command that
         fails or does not show what its comment says. ``around`` maps a command (its text,

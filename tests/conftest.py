@@ -84,6 +84,7 @@ LEVEL_INDEPENDENT = frozenset(
     {
         "tests/test_docs.py",
         "tests/test_questions.py",
+        "tests/test_readme.py",
         "tests/test_release.py",
         "tests/test_remote.py",
         "tests/test_site.py",

@@ -21,6 +21,7 @@ import pytest
 from conftest import Render
 from guide import Guide, commands, guided
 from support import (
+    CACHE,
     Project,
     UserShell,
     git,
@@ -97,7 +98,12 @@ def guided_run(
             "dvc status": project.python("-m", "dvc", "status").stdout,
             "git status": git(path, "status", "--porcelain").stdout,
         }
-        guide.run(steps[first_commit + 1 :], around={"make test": (before_tests, after_tests)})
+        try:
+            guide.run(steps[first_commit + 1 :], around={"make test": (before_tests, after_tests)})
+        finally:  # what each command showed, for a person to read (.cache/ is git-ignored)
+            record = CACHE / "guide-runs" / f"{run_id(request.param)}.md"
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(guide.summary(), encoding="utf-8")
         yield Guided(project, guide, fresh, around)
 
 

@@ -195,7 +195,7 @@ def test_the_drift_verdict_retrains_and_the_result_is_recorded(
     shifted, output = phases.results["shifted"], phases.outputs["shifted"]
     assert shifted["verdict"]["fired"] and shifted["retraining"] == {"triggered": True, "count": 1}
     assert f"{project.package}_retraining_triggered_total 1" in shifted["prom"]
-    assert "retrain: the verdict fired; running the pipeline, with 300 labelled" in output
+    assert "retrain: the verdict fired; running the pipeline, with 300 new labelled" in output
     # The window's labelled rows reached the data, and the pipeline ran on them.
     saved = list((project.path / "data" / "feedback").glob("live-*.csv"))
     assert len(saved) == 1
@@ -506,7 +506,7 @@ def test_the_monitoring_workflow_hands_the_rows_to_train_through_dvc_and_git(
     registered = versions()
     assert registered, "the copy of the registry holds the trained versions"
     monitored = run(["make", "monitor", "RETRAIN=data", f"PYTHON={python}"], monitor_job, env)
-    assert "retrain: the verdict fired; the Train workflow retrains, with 300 labelled" in (
+    assert "retrain: the verdict fired; the Train workflow retrains, with 300 new labelled" in (
         monitored.stdout
     )
     assert versions() == registered, "the pipeline ran in the monitor's job"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ from support import (
     run,
     screenshot,
     selected_levels,
+    served_by,
     sha256,
     spawn,
     stop_group,
@@ -168,6 +170,24 @@ def test_the_plots_page_looks_right_in_a_browser(pipeline: Project, tmp_path: Pa
     assert png_colours(tmp_path / "dvc-plots.png") >= 16, "a blank page"
 
 
+def test_the_confusion_matrix_shows_its_counts(pipeline: Project) -> None:
+    """`make plots` draws the counts in the confusion matrix's cells (DVC's template shows
+    them only behind a checkbox a picture does not have): one per cell, the test set's
+    rows in all."""
+    if not pipeline.classifies:
+        pytest.skip("a regression has no confusion matrix")
+    page = pipeline.path / "dvc_plots" / "index.html"
+    if not page.is_file():
+        pipeline.make("plots")
+    # The cells' text marks, each drawing its own count.
+    text = r'<text aria-label="actual: [^;"]+; predicted: [^;"]+; xy_count: (\d+)"[^>]*>(\d+)<'
+    cells = re.findall(text, page.read_text())
+    labels = len(pipeline.contract["target"]["labels"])
+    assert len(cells) == labels * labels and all(count == drawn for count, drawn in cells)
+    test_rows = len(pd.read_csv(pipeline.path / "data" / "processed" / "test.csv"))
+    assert sum(int(count) for count, _ in cells) == test_rows
+
+
 def test_a_second_repro_does_nothing(pipeline: Project) -> None:
     before = registry(pipeline)
     result = pipeline.make("train")
@@ -218,8 +238,12 @@ def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
     test_set = pd.read_csv(pipeline.path / "data" / "processed" / "test.csv")
     rows = test_set.drop(columns=pipeline.target)
     rows.to_csv(tmp_path / "rows.csv", index=False)
-    pipeline.make("predict", INPUT=str(tmp_path / "rows.csv"), OUTPUT=str(tmp_path / "file.csv"))
-    version = json.loads((pipeline.path / "reports" / "registered.json").read_text())["version"]
+    predicted = pipeline.make(
+        "predict", INPUT=str(tmp_path / "rows.csv"), OUTPUT=str(tmp_path / "file.csv")
+    )
+    # `make predict` predicts with the version the service serves, and says which.
+    version = served_by(predicted.stderr)
+    assert version is not None, predicted.stderr
     script = (
         "import sys, pandas as pd\n"
         f"from {pipeline.package} import config, tracking\n"
@@ -230,9 +254,9 @@ def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
         "predict(model, rows, load()).to_csv(sys.argv[3], index=False)\n"
     )
     pipeline.python("-c", script, version, str(tmp_path / "rows.csv"), str(tmp_path / "reg.csv"))
-    pd.testing.assert_frame_equal(
-        pd.read_csv(tmp_path / "reg.csv"), pd.read_csv(tmp_path / "file.csv")
-    )
+    registered = pd.read_csv(tmp_path / "reg.csv")
+    answered = pd.read_csv(tmp_path / "file.csv")  # the rows, with the predictions added
+    pd.testing.assert_frame_equal(registered, answered.loc[:, list(registered.columns)])
 
 
 def test_an_experiment_with_another_parameter_changes_the_metrics(pipeline: Project) -> None:

@@ -151,6 +151,35 @@ def test_secret_files_are_git_ignored(rendered: tuple[int, Path]) -> None:
         ), name
 
 
+def test_the_user_s_data_files_are_git_ignored_but_their_pointers_are_not(
+    rendered: tuple[int, Path],
+) -> None:
+    """A file copied into data/external/ (as docs/your-data.md says) never enters git by
+    `git add --all`; its DVC pointer and the folder's .gitkeep do."""
+    _, project = rendered
+
+    def ignored(name: str) -> bool:
+        found = run(["git", "check-ignore", "--no-index", name], project, check=False)
+        return found.returncode == 0
+
+    assert ignored("data/external/loans.csv") and ignored("data/external/loans.parquet")
+    assert not ignored("data/external/loans.csv.dvc") and not ignored("data/external/.gitkeep")
+
+
+def test_a_fresh_copy_is_staged_and_lint_refuses_a_tree_git_does_not_track(
+    render: Render,
+) -> None:
+    """Copier's first copy stages the project's files (not committed: that is the user's),
+    so the hooks check real files; with nothing tracked, `make lint` refuses, rather than
+    pass having checked nothing."""
+    project = render("staged", maturity_level=1)
+    staged = run(["git", "diff", "--cached", "--name-only"], project).stdout.split()
+    assert {"Makefile", "GUIDE.md", ".pre-commit-config.yaml"} <= set(staged)
+    run(["git", "rm", "-r", "--cached", "--quiet", "."], project)
+    refused = run(["make", "lint"], project, check=False)
+    assert refused.returncode != 0 and "git tracks no file yet" in refused.stderr, refused
+
+
 def test_the_guide_walks_through_the_manual_process_until_a_pipeline_runs_it(
     rendered: tuple[int, Path],
 ) -> None:
