@@ -248,17 +248,23 @@ class ProjectEnv:
         """What each `make` is told: this environment's Python, not the project's .venv."""
         return [f"PYTHON={self.python}"]
 
-    def env_for(self, project: Path, **extra: str) -> dict[str, str]:
+    def env_for(self, project: Path, activated: bool = False, **extra: str) -> dict[str, str]:
+        """The environment a project's command runs in: the machine's settings, a git
+        identity, and on PATH the system's programs and uv, as a user's plain shell has
+        them (see guide.user_env); with ``activated``, this environment's programs first,
+        as `source .venv/bin/activate` puts them (the guide says to, for bare `dvc ...`).
+        Nothing else: a command that needs the environment on PATH and does not put it
+        there itself fails here as it would for the user."""
+        from guide import SYSTEM_PATH, user_bin
+
         # Not the template's own make's variables: a nested make would print "Entering
         # directory" lines into the output the tests parse (CI runs the suite from make).
         inherited = {"VIRTUAL_ENV", "MAKELEVEL", "MAKEFLAGS", "MFLAGS"}
         env = {key: value for key, value in os.environ.items() if key not in inherited}
         env.update(GIT_ENV)
+        path = [str(user_bin()), SYSTEM_PATH]
         env.update(
-            # The project's environment first; then the template's own (uv, node tools).
-            PATH=os.pathsep.join(
-                [str(self.venv / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")]
-            ),
+            PATH=os.pathsep.join([str(self.venv / "bin"), *path] if activated else path),
             # Several projects share one environment; each must import its own code.
             PYTHONPATH=str(project / "src"),
             DVC_NO_ANALYTICS="1",
@@ -304,10 +310,14 @@ class UserShell:
     def make_variables(self) -> list[str]:
         return []  # the Makefile's own default: .venv
 
-    def env_for(self, project: Path, **extra: str) -> dict[str, str]:
+    def env_for(self, project: Path, activated: bool = False, **extra: str) -> dict[str, str]:
         from guide import user_env
 
-        return user_env(self.uv, **extra)
+        env = user_env(self.uv, **extra)
+        if activated:
+            env["PATH"] = os.pathsep.join([str(self.venv / "bin"), env["PATH"]])
+            env["VIRTUAL_ENV"] = str(self.venv)
+        return env
 
 
 @dataclass
@@ -359,6 +369,12 @@ class Project:
     @property
     def env(self) -> dict[str, str]:
         return self.tools.env_for(self.path)
+
+    @property
+    def activated_env(self) -> dict[str, str]:
+        """As after `source .venv/bin/activate`: for the bare tools (`dvc exp run`), whose
+        stages run the `python` that comes first on PATH."""
+        return self.tools.env_for(self.path, activated=True)
 
     def make(self, *targets: str, check: bool = True, **variables: str) -> Run:
         assignments = [f"{name}={value}" for name, value in variables.items()]

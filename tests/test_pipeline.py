@@ -261,18 +261,14 @@ def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
 
 def test_an_experiment_with_another_parameter_changes_the_metrics(pipeline: Project) -> None:
     baseline = json.loads((pipeline.path / "reports" / "metrics.json").read_text())
+    # As the guide says to run it: with the environment active (its stages' `python`).
+    experiment = ["exp", "run", "--name", "shallow", "-S", "train.n_estimators=3"]
+    experiment += ["-S", "train.max_depth=1"]
     try:
-        pipeline.python(
-            "-m",
-            "dvc",
-            "exp",
-            "run",
-            "--name",
-            "shallow",
-            "-S",
-            "train.n_estimators=3",
-            "-S",
-            "train.max_depth=1",
+        run(
+            [str(pipeline.tools.python), "-m", "dvc", *experiment],
+            pipeline.path,
+            pipeline.activated_env,
         )
         shown = json.loads(pipeline.python("-m", "dvc", "exp", "show", "--json").stdout)
         listed = experiment_metrics(shown, "shallow")
@@ -513,7 +509,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_the_pipeline_tracks_and_registers_on_a_team_server(
     pipeline: Project, mlflow_server: str
 ) -> None:
-    env = {**pipeline.env, "MLFLOW_TRACKING_URI": mlflow_server}
+    env = {**pipeline.activated_env, "MLFLOW_TRACKING_URI": mlflow_server}  # a bare dvc repro
     try:
         forced = [
             str(pipeline.tools.python),
