@@ -117,8 +117,9 @@ CAPABILITIES: tuple[Capability, ...] = (
         "Dockerfile", ".dockerignore",
     )),
     Capability("has_scripted_ingest", 1, "ingest from a configurable source, repeatable"),
-    Capability("has_request_logs", 1, "one JSON log line per request; strict input checks", (
-        "src/{package}/serving/request_log.py",
+    Capability("has_request_logs", 1, "one JSON log line per request; strict input checks;"
+               " byte caps, body timeout, JSON only, optional bearer keys", (
+        "src/{package}/serving/request_log.py", "src/{package}/serving/guard.py",
     )),
     # Level 2: automated training.
     Capability("has_pipeline", 2, "DVC pipeline: one stage per module, params, metrics, plots", (
