@@ -162,7 +162,8 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/serving/metrics.py", "src/{package}/serving/prediction_log.py",
         "tests/test_service_metrics.py",
     )),
-    Capability("has_kubernetes", 3, "kustomize base and overlays: Deployment, Service, HPA", (
+    Capability("has_kubernetes", 3,
+               "kustomize base and overlays: Deployment, Service, HPA, NetworkPolicy", (
         "deploy/kubernetes/*",
     )),
     Capability("has_cd", 3, "CD workflow and `make deploy`: staging, then production", (
@@ -174,8 +175,9 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/drift.py", "src/{package}/monitor.py", "src/{package}/simulate.py",
         "tests/test_drift.py", "tests/test_monitor.py",
     )),
-    Capability("has_decay_monitoring", 4, "performance on delayed ground truth (POST /feedback)", (
-        "src/{package}/serving/routes/feedback.py",
+    Capability("has_decay_monitoring", 4,
+               "performance on delayed ground truth (POST /feedback: keyed, served rows, once)", (
+        "src/{package}/serving/routes/feedback.py", "src/{package}/serving/ledger.py",
     )),
     Capability("has_alerting", 4, "Prometheus alert rules with their unit tests, a dashboard", (
         "monitoring/*",

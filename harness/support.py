@@ -474,6 +474,38 @@ def locked_versions(project: Path) -> dict[str, set[str]]:
     return versions
 
 
+_REQUIRES = """
+import json
+from importlib.metadata import distributions
+print(json.dumps({d.metadata["Name"]: d.requires or [] for d in distributions()}))
+"""
+
+
+def forced_moves(project: Path, moved: Mapping[str, tuple[set[str], set[str]]]) -> dict[str, str]:
+    """Of the packages whose locked version moved, those a requirement installed in the
+    project's `.venv` now rules out at the old version: package to the distribution and the
+    requirement that forced it. A move no requirement forces is a re-lock the user did not
+    ask for."""
+    from packaging.requirements import Requirement
+
+    python = project / ".venv" / "bin" / "python"
+    requires = json.loads(
+        subprocess.run([python, "-c", _REQUIRES], check=True, capture_output=True, text=True).stdout
+    )
+    forced: dict[str, str] = {}
+    for dist, lines in requires.items():
+        for line in lines:
+            requirement = Requirement(line)
+            if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+                continue  # an extra no one installed, or another platform's requirement
+            name = normalised(requirement.name)
+            if name in moved and not any(
+                requirement.specifier.contains(old, prereleases=True) for old in moved[name][0]
+            ):
+                forced[name] = f"{dist} requires {line}"
+    return forced
+
+
 def pinned_versions(project: Path, runtime: bool = True, dev: bool = True) -> dict[str, str]:
     """pyproject.toml's direct pins (the dependencies, the dev group, or both): name to
     version."""

@@ -33,6 +33,7 @@ KINDS = {
     "Service",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
+    "NetworkPolicy",
 }
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Namespace and Service names
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
@@ -236,13 +237,15 @@ def test_the_pods_run_as_the_image_s_user_on_a_read_only_root(overlay: Overlay) 
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
 
-    # Writable places are emptyDir volumes: /tmp, and the prediction log's folder.
+    # Writable places are emptyDir volumes: /tmp, and the prediction log's folder; the
+    # keys are a Secret, read-only, where SERVING_API_KEYS_FILE points.
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
-    mounts = {
-        mount["mountPath"]: volumes[mount["name"]] for mount in overlay.container["volumeMounts"]
-    }
-    assert set(mounts) == {"/tmp", "/app/logs"}
-    assert all("emptyDir" in volume for volume in mounts.values())
+    mounts = {mount["mountPath"]: mount for mount in overlay.container["volumeMounts"]}
+    keys = overlay.settings["SERVING_API_KEYS_FILE"]
+    assert set(mounts) == {"/tmp", "/app/logs", keys}
+    assert all("emptyDir" in volumes[mounts[path]["name"]] for path in ("/tmp", "/app/logs"))
+    assert mounts[keys]["readOnly"] is True
+    assert volumes[mounts[keys]["name"]]["secret"]["optional"] is True
     assert Path(overlay.settings["SERVING_PREDICTION_LOG"]).parent == Path("/app/logs")
 
 
@@ -270,6 +273,14 @@ def test_the_autoscaler_service_and_budget_find_the_deployment(overlay: Overlay)
     ports = {port["name"] for port in overlay.container["ports"]}
     assert {port["targetPort"] for port in service["spec"]["ports"]} <= ports
     assert overlay.one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == pods
+    # In, only the service port; out, only DNS and the registry's and the store's ports.
+    policy = overlay.one("NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"] == pods
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["ingress"]
+    assert [port["port"] for port in ingress["ports"]] == ["http"] and "from" not in ingress
+    reached = {port["port"] for rule in policy["egress"] for port in rule["ports"]}
+    assert reached == {53, 443, 5000, 9000}
 
 
 def test_names_and_recommended_labels_fit_kubernetes(overlay: Overlay) -> None:
