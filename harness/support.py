@@ -481,19 +481,23 @@ print(json.dumps({d.metadata["Name"]: d.requires or [] for d in distributions()}
 """
 
 
-def forced_moves(project: Path, moved: Mapping[str, tuple[set[str], set[str]]]) -> dict[str, str]:
-    """Of the packages whose locked version moved, those a requirement installed in the
-    project's `.venv` now rules out at the old version: package to the distribution and the
-    requirement that forced it. A move no requirement forces is a re-lock the user did not
-    ask for."""
+def forced_moves(
+    project: Path, python: Path, moved: Mapping[str, tuple[set[str], set[str]]]
+) -> dict[str, str]:
+    """Of the packages whose locked version moved, those a requirement of a locked
+    distribution (as installed in ``python``'s environment) now rules out at the old
+    version: package to the distribution and the requirement that forced it. A move no
+    requirement forces is a re-lock the user did not ask for."""
     from packaging.requirements import Requirement
 
-    python = project / ".venv" / "bin" / "python"
+    locked = locked_versions(project)
     requires = json.loads(
         subprocess.run([python, "-c", _REQUIRES], check=True, capture_output=True, text=True).stdout
     )
     forced: dict[str, str] = {}
     for dist, lines in requires.items():
+        if normalised(dist) not in locked:
+            continue  # another project's, where several share one environment
         for line in lines:
             requirement = Requirement(line)
             if requirement.marker and not requirement.marker.evaluate({"extra": ""}):

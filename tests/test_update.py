@@ -136,7 +136,8 @@ def test_climbing_keeps_edits_and_leaves_a_working_project(
     if own_data:  # the climb re-locks what the new level adds, and moves nothing else
         relocked = locked_versions(path)
         moved = {name: (v, relocked[name]) for name, v in locked.items() if relocked.get(name) != v}
-        forced = forced_moves(path, moved)  # a new level's requirement may rule an old pin out
+        # a new level's requirement may rule an old pin out
+        forced = forced_moves(path, climbed.tools.python, moved)
         unforced = {name: versions for name, versions in moved.items() if name not in forced}
         assert not unforced, f"the climb's install changed locked versions: {unforced} ({forced})"
         assert set(relocked) > set(locked)
