@@ -292,6 +292,7 @@ def test_the_service_swaps_versions_under_load_without_a_failure(
         stop.set()
         for thread in threads:
             thread.join()
+        set_alias(project, "champion", before)  # a move by hand the audit trail would refuse
     answers = [answer for answers in seen.values() for answer in answers]
     assert Counter(status for status, *_ in answers) == {200: len(answers)}
     old, new = f"/{before}", f"/{after}"  # model versions read models:/<name>/<number>
@@ -356,25 +357,67 @@ def test_the_audit_trail_holds_every_decision_and_finds_tampering(
     (live,) = (project.path / "data" / "feedback").glob("live-*.csv")
     assert retraining["data_hash"] == md5(live)
 
-    assert "4 entries, chain intact" in project.make("audit-verify").stdout
+    verified = project.make("audit-verify").stdout
+    assert "4 entries: chain intact; anchored in git by 1 commit(s)" in verified, verified
+    assert "every alias (challenger, champion, staging) matches its last entry" in verified
+    # An alias moved by hand, with a bare MLflow call: no entry explains it.
+    champion = registry_state(project)["aliases"]["champion"]
+    other = "1" if champion == "2" else "2"
+    set_alias(project, "champion", other)
+    try:
+        found = project.make("audit-verify", check=False)
+        assert found.returncode != 0, found.stdout
+        assert f"alias 'champion' names version {other}" in found.stdout, found.stdout
+    finally:
+        set_alias(project, "champion", champion)
     original = trail.read_text()
     lines = original.splitlines(keepends=True)
     tampered = {
         "edited": original.replace('"who": "octocat', '"who": "mallory', 1),
         "deleted": "".join(lines[:1] + lines[2:]),
         "cut off": "".join(lines[:-1]),  # a chain alone cannot tell: the registry's head can
+        "rewritten": rewritten(lines, 1),  # neither can: git's history can
     }
     try:
         for how, text in tampered.items():
             trail.write_text(text)
-            if how == "cut off":  # the command, which asks the registry
+            if how in ("cut off", "rewritten"):  # the command, which asks the registry
+                if how == "rewritten":  # the registry's head recomputed too
+                    set_head(project, json.loads(text.splitlines()[-1]))
                 found = project.make("audit-verify", check=False)
             else:  # the chain alone (no registry: faster)
                 found = project.python("-m", f"{project.package}.audit", "--offline", check=False)
             assert found.returncode != 0 and "FAILED verification" in found.stdout, how
+        assert "rewrites entry 1, which commit" in found.stdout, found.stdout
+        assert "does not follow" not in found.stdout and "was edited" not in found.stdout
     finally:
         trail.write_text(original)
+        set_head(project, json.loads(original.splitlines()[-1]))
     assert project.make("audit-verify").returncode == 0
+
+
+def rewritten(lines: list[str], number: int) -> str:
+    """The trail with entry ``number`` edited and the chain recomputed from there, as a
+    writer who controls the file and the registry can do."""
+    entries = [json.loads(line) for line in lines]
+    entries[number - 1]["who"] = "mallory"
+    previous = entries[number - 2]["hash"] if number > 1 else "0" * 64
+    for entry in entries[number - 1 :]:
+        entry["prev"] = previous
+        fields = {key: entry[key] for key in sorted(AUDIT_FIELDS)}
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        entry["hash"] = previous = hashlib.sha256(canonical.encode()).hexdigest()
+    return "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
+
+
+def set_head(project: Project, entry: dict[str, Any]) -> None:
+    """The registry's ``audit.head`` tag set to ``entry``, as the writer would."""
+    script = (
+        f"from {project.package} import config, tracking\n"
+        "tracking.client().set_registered_model_tag("
+        f"config.MODEL_NAME, 'audit.head', '{entry['seq']}:{entry['hash']}')"
+    )
+    project.python("-c", script)
 
 
 # Alerts and the dashboard ------------------------------------------------------------------
