@@ -299,16 +299,56 @@ def climbing_page(template: Path, scratch: Path) -> str:
     return "\n".join(lines)
 
 
+THREAT_MODEL = "## Who can do what"
+
+
+def guide_section(project: Path, heading: str) -> list[str]:
+    """The lines of the render's GUIDE.md section under ``heading`` (none if it has none)."""
+    lines = (project / "GUIDE.md").read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        return []
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
+    return lines[start + 1 : end]
+
+
+def threat_model_page(projects: dict[int, Path]) -> str:
+    """The GUIDE's threat model at the highest level, each row the lowest level has not
+    marked with the level that brings it."""
+    sections = {n: guide_section(p, THREAT_MODEL) for n, p in projects.items()}
+    sections = {n: lines for n, lines in sections.items() if lines}
+    first, top = min(sections), max(sections)
+    known = set(sections[first])
+    lines = [
+        "# Threat model",
+        "",
+        f"From level {first}, each project's `GUIDE.md` says who can do what to it: each"
+        " route, the registry, the DVC remote, the CI token. Here is the table of a level"
+        f" {top} render on the defaults, made when this site was built; the rows marked with"
+        f" a level arrive with it.",
+    ]
+    for line in sections[top]:
+        if line.startswith("| ") and line not in known and not line.startswith("|---"):
+            cells = line.split(" | ")
+            level = next(n for n in sorted(sections) if line in sections[n])
+            line = " | ".join([f"{cells[0]} (level {level})", *cells[1:]])
+        lines.append(line)
+    return "\n".join([*lines, ""])
+
+
 def generated_pages() -> dict[str, str]:
     """Every generated page, by its path in the site."""
     pages = {"ladder.md": ladder_page()}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         template = snapshot_template(work / "template")
+        projects = {}
         for level in ladder().LEVELS:
             project = render(template, work / f"level-{level.number}", maturity_level=level.number)
             pages[f"levels/level-{level.number}.md"] = level_page(level.number, project)
             shutil.rmtree(project / ".git", ignore_errors=True)
+            projects[level.number] = project
+        pages["threat-model.md"] = threat_model_page(projects)
         pages["questions.md"] = questions_page(template, render(template, work / "defaults"))
         pages["climbing-example.md"] = climbing_page(template, work)
     return pages

@@ -74,3 +74,12 @@ def test_the_climbing_example_is_a_real_update(site: Path) -> None:
     for name in ("Makefile", "params.yaml", "GUIDE.md", ".copier-answers.yml"):
         assert name in changed, name
     assert "README.md" not in changed, "the README is the user's: no update touches it"
+
+
+def test_the_threat_model_is_the_guide_s_with_each_row_s_level(site: Path) -> None:
+    text = page(site, "threat-model")
+    for asset in ("POST /predict", "the MLflow registry", "the DVC remote", "the CI token"):
+        assert asset in text, asset
+    assert "POST /feedback</code> (labels steer retraining) (level 4)" in text
+    assert "the audit trail (level 4)" in text
+    assert "the DVC remote (level" not in text
