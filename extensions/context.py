@@ -134,7 +134,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_registry", 2, "every gated run registers a version with lineage tags", (
         "src/{package}/register.py", "tests/test_register.py",
     )),
-    Capability("has_model_gate", 2, "absolute metric thresholds before registering"),
+    Capability("has_model_gate", 2, "beat the trivial baseline by a margin before registering"),
     Capability("has_training_workflow", 2, "CI workflow that runs and pushes the pipeline", (
         ".github/workflows/train.yml",
     )),

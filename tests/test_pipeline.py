@@ -346,7 +346,7 @@ def test_an_edit_reruns_exactly_the_stages_that_read_it(pipeline: Project) -> No
         assert dvc_changed(pipeline) == readers
     with params_changed(pipeline, "n_estimators: 200", "n_estimators: 150"):
         assert dvc_changed(pipeline) == {"train"}
-    with params_changed(pipeline, "min_roc_auc: 0.9", "min_roc_auc: 0.8"):
+    with params_changed(pipeline, "min_gain: 0.05", "min_gain: 0.04"):
         assert dvc_changed(pipeline) == {"register"}
     assert dvc_changed(pipeline) == set()
 
@@ -377,12 +377,26 @@ def test_corrupt_source_data_stops_the_pipeline_at_validate(
 
 
 def test_a_model_under_the_gate_is_not_registered(pipeline: Project) -> None:
+    """Both gates: a gain over the trivial baseline out of reach, then an absolute
+    threshold added; each refusal names the metric (and both scores), and nothing is
+    registered."""
     versions = registry(pipeline)["versions"]
-    with params_changed(pipeline, "min_accuracy: 0.85", "min_accuracy: 1.01"):
+    metrics = json.loads((pipeline.path / "reports" / "metrics.json").read_text())
+    metric = "roc_auc" if pipeline.classifies else "r2"
+    score, baseline = metrics[metric], metrics[f"baseline_{metric}"]
+    with params_changed(pipeline, "min_gain: 0.05", "min_gain: 1.5"):
         result = pipeline.make("train", check=False)
         assert result.returncode != 0
         assert "Running stage 'register'" in result.stdout
-        assert "accuracy = " in result.stderr and "register.min_accuracy = 1.01" in result.stderr
+        said = f"{metric} = {score:.4f} against the trivial baseline's {baseline:.4f}"
+        assert said in result.stderr and "register.min_gain = 1.5" in result.stderr
+        assert registry(pipeline)["versions"] == versions
+    absolute = "  # min_accuracy: 0.85" if pipeline.classifies else "  # min_r2: 0.3"
+    wanted = "  min_accuracy: 1.01" if pipeline.classifies else "  min_r2: 1.01"
+    with params_changed(pipeline, absolute, wanted):
+        result = pipeline.make("train", check=False)
+        assert result.returncode != 0
+        assert f"register.{wanted.strip().replace(': ', ' = ')}" in result.stderr
         assert registry(pipeline)["versions"] == versions
 
 

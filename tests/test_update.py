@@ -229,7 +229,7 @@ def edit_as_a_user(project: Project) -> dict[str, list[str]]:
         "README.md": [edit(path / "README.md", "\n\n", f"\n{OWN_README}\n\n")],
     }
     if project.caps["has_model_gate"]:  # the gate's section, which the climb extends
-        kept[params].append(edit(path / params, "min_accuracy: 0.85", "min_accuracy: 0.9"))
+        kept[params].append(edit(path / params, "min_gain: 0.05", "min_gain: 0.1"))
     with (path / "Makefile").open("a", encoding="utf-8") as makefile:
         makefile.write(OWN_TARGET)
     (path / own).write_text(OWN_MODULE, encoding="utf-8")
