@@ -251,7 +251,7 @@ def test_ingest_is_repeatable_from_every_kind_of_source(trained: Project) -> Non
 def test_training_is_reproducible(trained: Project, tmp_path: Path) -> None:
     """Train and evaluate again, by each stage's CLI, into other files: same metrics."""
     first = json.loads((trained.path / "reports" / "metrics.json").read_text())
-    model, metrics = tmp_path / "model.joblib", tmp_path / "metrics.json"
+    model, metrics = tmp_path / "model.skops", tmp_path / "metrics.json"
     train_args = ["--output", str(model)]
     evaluate_args = ["--model", str(model), "--output", str(metrics)]
     if trained.caps["has_tracking"]:
@@ -277,9 +277,9 @@ def test_dvc_push_and_pull_restore_identical_bytes(trained: Project) -> None:
     """Data and model go to the default local remote, outside the project, and come back
     byte for byte into an emptied workspace and cache."""
     raw = raw_data(trained)
-    model = trained.path / "models" / "model.joblib"
+    model = trained.path / "models" / "model.skops"
     if not trained.caps["has_pipeline"]:  # the guide's by-hand steps `dvc add` the model
-        assert (trained.path / "models" / "model.joblib.dvc").is_file()
+        assert (trained.path / "models" / "model.skops.dvc").is_file()
     expected = {raw: sha256(raw), model: sha256(model)}
     trained.make("push")
     remote = trained.path.parent / f"{trained.answers['project_slug']}-dvc-storage"

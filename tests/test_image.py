@@ -2,7 +2,7 @@
 its own `make image` from its own Dockerfile on a real Docker engine, passes its own
 `make smoke`, and answers `/predict` as the unprivileged user the Dockerfile names.
 
-Below the registry the image serves the model baked into it (models/model.joblib); with
+Below the registry the image serves the model baked into it (models/model.skops); with
 the registry it serves the registered model from the project's MLflow store, which the
 Makefile's SMOKE_ARGS mount into the container. Skipped, with the reason, where no engine
 can run (see tools/docker_engine.py: it starts one as root and builds the base image's
@@ -162,7 +162,7 @@ def test_the_image_runs_as_its_unprivileged_user_with_only_what_it_needs(built: 
     inside = built.engine("run", "--rm", "--entrypoint", "python", built.image, "-c", probe)
     uid, *files = inside.stdout.split()
     assert uid == APP_USER
-    baked = "/app/models/model.joblib" in files
+    baked = "/app/models/model.skops" in files
     assert baked is not built.project.caps["has_registry"], (
         "the model belongs in the image only below the registry"
     )

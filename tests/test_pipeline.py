@@ -104,7 +104,7 @@ def outputs(project: Project) -> dict[str, str]:
     paths = [
         "data/processed/train.csv",
         "data/processed/test.csv",
-        "models/model.joblib",
+        "models/model.skops",
         "reports/metrics.json",
         "reports/registered.json",
     ]

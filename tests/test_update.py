@@ -71,7 +71,7 @@ def conflicted(project: Path) -> list[str]:
     found = [
         name
         for name in rendered_files(project)
-        if not name.endswith((".joblib", ".parquet"))
+        if not name.endswith((".skops", ".parquet"))
         and CONFLICT.search((project / name).read_text(encoding="utf-8", errors="replace"))
     ]
     unmerged = [
