@@ -452,6 +452,17 @@ def installed(path: Path, tools: ProjectEnv) -> Project:
     return project
 
 
+def trained_project(path: Path, tools: ProjectEnv) -> Project:
+    """A rendered project installed (see installed) and trained by `make train`, that run
+    committed; ``raw_rows`` is its raw snapshot's size then, before any live row."""
+    project = installed(path, tools)
+    project.make("train")
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "--message", "First training run")
+    project.raw_rows = len(pd.read_csv(path / "data" / "raw" / "data.csv"))  # type: ignore[attr-defined]
+    return project
+
+
 # The project's lock file (uv.lock, written by its first `make install`) ------------------
 
 # What Python writes into every environment it makes, and uv's sync leaves alone or not:

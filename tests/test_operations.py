@@ -46,7 +46,6 @@ from support import (
     ProjectEnv,
     Server,
     git,
-    installed,
     lowest_built_level_with,
     png_colours,
     registry_state,
@@ -54,6 +53,7 @@ from support import (
     screenshot,
     serving,
     set_alias,
+    trained_project,
 )
 from tools.promtool import Unavailable, promtool
 
@@ -71,12 +71,7 @@ def project(render: Render, project_env: ProjectEnv) -> Project:
     """A level-4 render on the penguins, installed and trained (version 1: champion)."""
     if LEVEL is None:
         pytest.skip("no built level with retraining is selected")
-    project = installed(render("operations", maturity_level=LEVEL, dataset=DATASET), project_env)
-    project.make("train")
-    git(project.path, "add", "--all")
-    git(project.path, "commit", "--quiet", "--message", "First training run")
-    project.raw_rows = len(pd.read_csv(project.path / "data" / "raw" / "data.csv"))  # type: ignore[attr-defined]
-    return project
+    return trained_project(render("operations", maturity_level=LEVEL, dataset=DATASET), project_env)
 
 
 @pytest.fixture(scope="module")

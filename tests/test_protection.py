@@ -33,11 +33,10 @@ from support import (
     Project,
     ProjectEnv,
     Server,
-    git,
-    installed,
     lowest_built_level_with,
     registry_state,
     serving,
+    trained_project,
 )
 
 pytestmark = pytest.mark.slow
@@ -50,12 +49,9 @@ def project(render: Render, project_env: ProjectEnv) -> Project:
     """A level-4 render on the penguins, installed and trained (version 1: champion)."""
     if LEVEL is None:
         pytest.skip("no built level with retraining is selected")
-    project = installed(render("protection", maturity_level=LEVEL, dataset="penguins"), project_env)
-    project.make("train")
-    git(project.path, "add", "--all")
-    git(project.path, "commit", "--quiet", "--message", "First training run")
-    project.raw_rows = len(pd.read_csv(project.path / "data" / "raw" / "data.csv"))  # type: ignore[attr-defined]
-    return project
+    return trained_project(
+        render("protection", maturity_level=LEVEL, dataset="penguins"), project_env
+    )
 
 
 @pytest.fixture(scope="module")
