@@ -85,7 +85,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     Capability("has_data_contract", 0,
                "one data contract names the data; `make contract` infers it from a file", (
-        "data/contract.yaml", "src/{package}/contract.py",
+        "data/contract.yaml", "src/{package}/contract.py", "src/{package}/suspects.py",
     )),
     Capability("has_both_tasks", 0, "classification (text labels) and regression alike"),
     Capability("has_data_versioning", 0, "data layout, DVC initialised, a local DVC remote", (

@@ -717,8 +717,10 @@ def serving(
 
 def awkward_table(rows: int = 400, seed: int = 7) -> pd.DataFrame:
     """A user's table nobody designed for the template: headers with capitals, spaces and
-    dots, an identifier, a constant, a flag, missing values in numbers and categories,
-    and text labels that follow from the features (so a model can learn them)."""
+    dots, an identifier, shuffled row numbers, a constant, a flag, a protected attribute,
+    a column written after the decision (a leak), missing values in numbers and
+    categories, and text labels that follow from the features (so a model can learn
+    them)."""
     rng = np.random.default_rng(seed)
     income = rng.normal(52_000, 15_000, rows).round(2)
     home = rng.choice(["RENT", "OWN", "MORTGAGE"], rows)
@@ -726,11 +728,14 @@ def awkward_table(rows: int = 400, seed: int = 7) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "Loan ID": [f"L-{index:06d}" for index in range(rows)],
+            "Row": rng.permutation(np.arange(1, rows + 1)),
             "Annual Income": income,
             "Home Ownership": home,
             "Yrs Since.PhD": rng.integers(0, 40, rows),
             "Has Co-Signer": rng.choice([True, False], rows),
+            "Applicant Race": rng.choice(["A", "B", "C", "D"], rows),
             "Branch": "Wellington",
+            "Decision Code": np.where(approved, "APR", "REJ"),
             "Loan Status": np.where(approved, "approved", "rejected"),
         }
     )

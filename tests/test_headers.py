@@ -33,15 +33,15 @@ LEVELS = [level for level in selected_levels(built_only=True) if level <= 2]
 
 def sales_table(rows: int = 300, seed: int = 11) -> pd.DataFrame:
     """A car-seat sales table, as such tables come: `CompPrice`, `yrs.since.phd`,
-    `Shelve Loc`, an accented `Âge du client` with gaps, an id, and a yes/no target that
+    `Shelve Loc`, an accented `Ancienneté client` with gaps, an id, and a yes/no target that
     follows from the price, the shelf and the income (so a model can learn it)."""
     rng = np.random.default_rng(seed)
     price = rng.integers(60, 180, rows)
     shelf = rng.choice(["Bad", "Medium", "Good"], rows)
     income = rng.integers(20, 120, rows)
     high = (price < 115) & (shelf != "Bad") | (income > 100)
-    age = rng.normal(45, 12, rows).round(1)
-    age[rng.choice(rows, 12, replace=False)] = np.nan
+    seniority = rng.normal(45, 12, rows).round(1)
+    seniority[rng.choice(rows, 12, replace=False)] = np.nan
     return pd.DataFrame(
         {
             "Store ID": [f"S{index:05d}" for index in range(rows)],
@@ -49,7 +49,7 @@ def sales_table(rows: int = 300, seed: int = 11) -> pd.DataFrame:
             "Income": income,
             "yrs.since.phd": rng.integers(0, 40, rows),
             "Shelve Loc": shelf,
-            "Âge du client": age,
+            "Ancienneté client": seniority,
             TARGET: np.where(high, "Yes", "No"),
         }
     )
@@ -100,7 +100,7 @@ def test_the_contract_keeps_the_file_s_headers_and_safe_names(project: Project) 
     columns = {f["column"]: f["name"] for f in project.contract["features"]}
     assert columns == {
         "CompPrice": "comp_price", "Income": "income", "yrs.since.phd": "yrs_since_phd",
-        "Shelve Loc": "shelve_loc", "Âge du client": "age_du_client",
+        "Shelve Loc": "shelve_loc", "Ancienneté client": "anciennete_client",
     }  # fmt: skip
     assert [item["column"] for item in project.contract["dropped"]] == ["Store ID"]
 

@@ -100,8 +100,11 @@ def test_the_contract_is_inferred_from_the_user_s_file(project: Project) -> None
         "Has Co-Signer": ("has_co_signer", "boolean", False),
     }
     dropped = {item["column"]: item["reason"] for item in contract["dropped"]}
-    assert set(dropped) == {"Loan ID", "Branch"}
+    assert set(dropped) == {"Loan ID", "Row", "Branch", "Decision Code"}
     assert "identifier" in dropped["Loan ID"] and "one value" in dropped["Branch"]
+    assert "identifier" in dropped["Row"], "shuffled row numbers count rows"
+    assert "suspected leak" in dropped["Decision Code"]
+    assert [item["column"] for item in contract["sensitive"]] == ["Applicant Race"]
 
 
 def test_the_pipeline_trained_on_it(own: OwnData) -> None:
@@ -112,7 +115,8 @@ def test_the_pipeline_trained_on_it(own: OwnData) -> None:
     assert accuracy > 0.85  # the labels follow from income and ownership
     snapshot = pd.read_csv(own.project.path / "data" / "raw" / "data.csv")
     assert list(snapshot.columns) == [
-        "annual_income", "home_ownership", "yrs_since_phd", "has_co_signer", "loan_status"
+        "annual_income", "home_ownership", "yrs_since_phd", "has_co_signer",
+        "applicant_race", "loan_status",
     ]  # fmt: skip
     live = sum(
         len(pd.read_csv(path)) for path in (own.project.path / "data" / "feedback").glob("*.csv")
