@@ -250,8 +250,8 @@ def test_the_service_swaps_versions_under_load_without_a_failure(
     """Move the champion alias while eight clients send the same batch without pause: no
     request fails, each client sees the old version, then the new one, never back; and
     every answer is wholly one version's (all answers of a version are identical)."""
-    raw = pd.read_csv(project.path / "data" / "raw" / "data.csv", dtype={"sex": str})
-    batch = json.loads(raw.drop(columns=project.target).head(40).to_json(orient="records"))
+    raw = pd.read_csv(project.path / "data" / "raw" / "data.csv")
+    batch = json.loads(raw.loc[:, project.features].head(40).to_json(orient="records"))
     before = httpx.get(f"{service.url}/version", timeout=10).json()["version"]
     after = "1" if before == "2" else "2"
     stop = threading.Event()

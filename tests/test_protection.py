@@ -70,8 +70,8 @@ def local_key(project: Project) -> str:
 
 
 def one_row(project: Project) -> dict[str, object]:
-    raw = pd.read_csv(project.path / "data" / "raw" / "data.csv", dtype={"sex": str})
-    features = raw.drop(columns=project.target).head(1)
+    raw = pd.read_csv(project.path / "data" / "raw" / "data.csv")
+    features = raw.loc[:, project.features].head(1)
     row: dict[str, object] = json.loads(features.to_json(orient="records"))[0]
     return row
 
@@ -166,7 +166,7 @@ def test_the_next_honest_window_retrains_without_the_quarantined_rows(
 ) -> None:
     # True labels, on traffic that moved: only one species' penguins come (their islands
     # and sizes drift), each with its true label, as a real change of population would.
-    raw = pd.read_csv(project.path / "data" / "raw" / "data.csv", dtype={"sex": str})
+    raw = pd.read_csv(project.path / "data" / "raw" / "data.csv", dtype={"sex": str})  # as written
     source = raw.head(project.raw_rows)  # type: ignore[attr-defined]  # not the poisoned rows
     gentoo = project.path / "logs" / "gentoo.csv"
     source[source[project.target] == "Gentoo"].to_csv(gentoo, index=False)
@@ -333,7 +333,7 @@ def test_a_full_disk_and_an_unwritable_path_are_loud_and_bounded(
             send(200)
             time.sleep(2.5)  # two drains: the writes have been tried and failed
             rested = rss_mb(pid)
-            send(2000)
+            send(1000)
             time.sleep(2.5)
             grown = rss_mb(pid) - rested
             ready = client.get("/ready")
@@ -344,9 +344,9 @@ def test_a_full_disk_and_an_unwritable_path_are_loud_and_bounded(
         assert logs["feedback"].startswith("failing:") and "no-such-folder" in logs["feedback"]
         assert metric(scraped, "prediction_log_failing", "predictions") == 1
         assert metric(scraped, "prediction_log_failing", "feedback") == 1
-        assert metric(scraped, "prediction_log_dropped_total", "predictions") >= 2000
+        assert metric(scraped, "prediction_log_dropped_total", "predictions") >= 1000
         assert metric(scraped, "prediction_log_written_total", "predictions") == 0
-        assert grown < 8, f"RSS grew by {grown:.1f} MB while 2,000 requests were dropped"
+        assert grown < 8, f"RSS grew by {grown:.1f} MB while 1,000 requests were dropped"
         output = server.stop()
     warnings = [json.loads(line) for line in output.splitlines() if '"WARNING"' in line]
     assert any("/dev/full" in line["message"] for line in warnings), output[-2000:]
