@@ -197,7 +197,8 @@ def test_the_raw_snapshot_is_versioned_by_dvc_and_ignored_by_git(trained: Projec
     assert recorded_md5(trained, raw) == hashlib.md5(raw.read_bytes()).hexdigest()
     assert git(trained.path, "check-ignore", str(raw)).returncode == 0
     frame = pd.read_csv(raw)
-    assert list(frame.columns) == [*trained.features, trained.target]
+    sensitive = [item["name"] for item in trained.contract.get("sensitive", [])]
+    assert list(frame.columns) == [*trained.features, *sensitive, trained.target]
     for split in ("train", "test"):
         assert (trained.path / "data" / "processed" / f"{split}.csv").is_file()
     assert "up to date" in trained.python("-m", "dvc", "status").stdout
@@ -310,7 +311,7 @@ def test_served_predictions_equal_the_pipeline_s(guided_run: Guided, tmp_path: P
     test_set = pd.read_csv(
         trained.path / "data" / "processed" / "test.csv", dtype=dict.fromkeys(categories, str)
     )
-    rows = test_set.drop(columns=trained.target).head(25)
+    rows = test_set.loc[:, trained.features].head(25)  # a request holds the features alone
     health = httpx.get(f"{url}/health", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "ok"
 

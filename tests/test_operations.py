@@ -356,15 +356,15 @@ def test_the_audit_trail_holds_every_decision_and_finds_tampering(
     assert "4 entries: chain intact; anchored in git by 1 commit(s)" in verified, verified
     assert "every alias (challenger, champion, staging) matches its last entry" in verified
     # An alias moved by hand, with a bare MLflow call: no entry explains it.
-    champion = registry_state(project)["aliases"]["champion"]
-    other = "1" if champion == "2" else "2"
-    set_alias(project, "champion", other)
-    try:
-        found = project.make("audit-verify", check=False)
-        assert found.returncode != 0, found.stdout
-        assert f"alias 'champion' names version {other}" in found.stdout, found.stdout
-    finally:
-        set_alias(project, "champion", champion)
+    moved = meddling(
+        project,
+        "champion = str(client.get_model_version_by_alias(name, 'champion').version)\n"
+        "other = '1' if champion == '2' else '2'\n"
+        "client.set_registered_model_alias(name, 'champion', other)\n",
+        "client.set_registered_model_alias(name, 'champion', champion)\n",
+    )
+    assert moved["code"] != 0 and "FAILED verification" in moved["said"], moved
+    assert f"alias 'champion' names version {moved['other']}" in moved["said"], moved
     original = trail.read_text()
     lines = original.splitlines(keepends=True)
     tampered = {
@@ -376,18 +376,26 @@ def test_the_audit_trail_holds_every_decision_and_finds_tampering(
     try:
         for how, text in tampered.items():
             trail.write_text(text)
-            if how in ("cut off", "rewritten"):  # the command, which asks the registry
-                if how == "rewritten":  # the registry's head recomputed too
-                    set_head(project, json.loads(text.splitlines()[-1]))
+            if how == "cut off":  # the command, which asks the registry
                 found = project.make("audit-verify", check=False)
+                code, said = found.returncode, found.stdout
+            elif how == "rewritten":  # the registry's head recomputed too, then put back
+                head = json.loads(text.splitlines()[-1])
+                tag = "client.set_registered_model_tag(name, 'audit.head', '{}:{}')\n"
+                done = meddling(
+                    project,
+                    tag.format(head["seq"], head["hash"]),
+                    tag.format(head["seq"], json.loads(original.splitlines()[-1])["hash"]),
+                )
+                code, said = done["code"], done["said"]
             else:  # the chain alone (no registry: faster)
                 found = project.python("-m", f"{project.package}.audit", "--offline", check=False)
-            assert found.returncode != 0 and "FAILED verification" in found.stdout, how
-        assert "rewrites entry 1, which commit" in found.stdout, found.stdout
-        assert "does not follow" not in found.stdout and "was edited" not in found.stdout
+                code, said = found.returncode, found.stdout
+            assert code != 0 and "FAILED verification" in said, how
+        assert "rewrites entry 1, which commit" in said, said
+        assert "does not follow" not in said and "was edited" not in said
     finally:
         trail.write_text(original)
-        set_head(project, json.loads(original.splitlines()[-1]))
     assert project.make("audit-verify").returncode == 0
 
 
@@ -405,14 +413,23 @@ def rewritten(lines: list[str], number: int) -> str:
     return "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
 
 
-def set_head(project: Project, entry: dict[str, Any]) -> None:
-    """The registry's ``audit.head`` tag set to ``entry``, as the writer would."""
+def meddling(project: Project, meddle: str, undo: str) -> dict[str, Any]:
+    """In one process (each start imports MLflow): ``meddle`` with the registry (Python
+    with ``client`` and ``name`` at hand), then what `make audit-verify` runs, then
+    ``undo``; its exit code, what it said, and the meddling's ``other``, if it set one."""
     script = (
-        f"from {project.package} import config, tracking\n"
-        "tracking.client().set_registered_model_tag("
-        f"config.MODEL_NAME, 'audit.head', '{entry['seq']}:{entry['hash']}')"
+        "import contextlib, io, json\n"
+        f"from {project.package} import audit, config, tracking\n"
+        "client, name, other = tracking.client(), config.MODEL_NAME, None\n"
+        f"{meddle}"
+        "said = io.StringIO()\n"
+        "with contextlib.redirect_stdout(said):\n"
+        "    code = audit.main([])\n"
+        f"{undo}"
+        "print(json.dumps({'code': code, 'said': said.getvalue(), 'other': other}))\n"
     )
-    project.python("-c", script)
+    found: dict[str, Any] = json.loads(project.python("-c", script).stdout.splitlines()[-1])
+    return found
 
 
 # Alerts and the dashboard ------------------------------------------------------------------
