@@ -601,6 +601,19 @@ def free_port() -> int:
         return port
 
 
+def appended(log: Path, offset: int, lines: int, timeout: float = 30) -> bytes:
+    """What ``log`` gained past ``offset`` bytes, once that is ``lines`` lines or more (a
+    service writes its logs off the request path, once a second), or at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            added = handle.read()
+        if added.count(b"\n") >= lines or time.monotonic() > deadline:
+            return added
+        time.sleep(0.1)
+
+
 def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

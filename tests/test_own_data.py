@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from support import (
     ROOT,
     Project,
     UserShell,
+    appended,
     awkward_table,
     open_project,
     selected_levels,
@@ -220,15 +220,8 @@ def test_the_monitors_flag_exactly_the_shifted_features(project: Project, own: O
         "simulate", URL=own.url, ROWS="400", SHIFT="has_co_signer=true annual_income=3"
     )
     assert "400 answered, 0 failed" in sent.stdout, sent.stdout
-    deadline = time.monotonic() + 30  # the service writes its log once a second
-    window = b""
-    while window.count(b"\n") < 400 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        with log.open("rb") as handle:
-            handle.seek(before)
-            window = handle.read()
     sliced = project.path / "logs" / "this-test.jsonl"
-    sliced.write_bytes(window)
+    sliced.write_bytes(appended(log, before, 400))
     project.make("monitor", RETRAIN="", LOG=str(sliced))
     verdict = json.loads((project.path / "reports" / "monitor" / "verdict.json").read_text())
     assert sorted(verdict["drift"]["drifted_features"]) == ["annual_income", "has_co_signer"]

@@ -33,6 +33,7 @@ from support import (
     Project,
     ProjectEnv,
     Server,
+    appended,
     lowest_built_level_with,
     registry_state,
     serving,
@@ -124,14 +125,7 @@ def simulate_and_monitor(project: Project, service: Server, name: str, *simulate
     )
     assert "300 answered, 0 failed" in sent.stdout, sent.stdout
     sliced = project.path / "logs" / f"phase-{name}.jsonl"
-    for _ in range(300):  # the log is written off the request path, within a second
-        with log.open("rb") as whole:
-            whole.seek(offset)
-            added = whole.read()
-        if added.count(b"\n") >= 300:
-            break
-        time.sleep(0.1)
-    sliced.write_bytes(added)
+    sliced.write_bytes(appended(log, offset, 300))
     return project.make("monitor", LOG=str(sliced), check=False).stdout
 
 
