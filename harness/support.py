@@ -753,6 +753,7 @@ def awkward_table(rows: int = 400, seed: int = 7) -> pd.DataFrame:
         }
     )
     frame.loc[rng.choice(rows, 15, replace=False), "Annual Income"] = np.nan
+    frame.loc[0, "Annual Income"] = np.nan  # the first row too: tests that take it must cope
     frame["Home Ownership"] = frame["Home Ownership"].astype(object)
     frame.loc[rng.choice(rows, 10, replace=False), "Home Ownership"] = None
     return frame
