@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,11 +436,14 @@ def test_every_request_writes_one_json_log_line(guided_run: Guided) -> None:
         response = httpx.post(f"{url}{path}", json=body, headers=headers, timeout=10)
         assert response.status_code == status
         assert response.headers["x-request-id"] == request_id
-    lines = [
-        json.loads(line)
-        for line in guided_run.guide.server_logs[0].read_text().splitlines()
-        if line.startswith("{")
-    ]
+    # The line is written once the response is sent, so the last one may trail the answer.
+    deadline = time.monotonic() + 10
+    while True:
+        text = guided_run.guide.server_logs[0].read_text()
+        if all(request_id in text for request_id in sent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     # The service's own records (a model loaded, a reload) are JSON lines of the same shape.
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     lines = [line for line in lines if line["message"] == "request"]
