@@ -730,10 +730,10 @@ def serving(
 
 def awkward_table(rows: int = 400, seed: int = 7) -> pd.DataFrame:
     """A user's table nobody designed for the template: headers with capitals, spaces and
-    dots, an identifier, shuffled row numbers, a constant, a flag, a protected attribute,
-    a column written after the decision (a leak), missing values in numbers and
-    categories, and text labels that follow from the features (so a model can learn
-    them)."""
+    dots, an identifier, shuffled row numbers, a constant, a flag, float32 values, a
+    protected attribute, a column written after the decision (a leak), missing values in
+    numbers and categories, and text labels that follow from the features (so a model can
+    learn them)."""
     rng = np.random.default_rng(seed)
     income = rng.normal(52_000, 15_000, rows).round(2)
     home = rng.choice(["RENT", "OWN", "MORTGAGE"], rows)
@@ -745,6 +745,10 @@ def awkward_table(rows: int = 400, seed: int = 7) -> pd.DataFrame:
             "Annual Income": income,
             "Home Ownership": home,
             "Yrs Since.PhD": rng.integers(0, 40, rows),
+            # Ten rates, as a float32 pipeline wrote them: 3.0999999046325684, ...
+            "Interest Rate": rng.choice(np.arange(31, 41) / 10, rows)
+            .astype(np.float32)
+            .astype(np.float64),
             "Has Co-Signer": rng.choice([True, False], rows),
             "Applicant Race": rng.choice(["A", "B", "C", "D"], rows),
             "Branch": "Wellington",

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -97,6 +98,7 @@ def test_the_contract_is_inferred_from_the_user_s_file(project: Project) -> None
         "Annual Income": ("annual_income", "numeric", True),
         "Home Ownership": ("home_ownership", "categorical", True),
         "Yrs Since.PhD": ("yrs_since_phd", "integer", False),
+        "Interest Rate": ("interest_rate", "numeric", False),
         "Has Co-Signer": ("has_co_signer", "boolean", False),
     }
     dropped = {item["column"]: item["reason"] for item in contract["dropped"]}
@@ -115,8 +117,8 @@ def test_the_pipeline_trained_on_it(own: OwnData) -> None:
     assert accuracy > 0.85  # the labels follow from income and ownership
     snapshot = pd.read_csv(own.project.path / "data" / "raw" / "data.csv")
     assert list(snapshot.columns) == [
-        "annual_income", "home_ownership", "yrs_since_phd", "has_co_signer",
-        "applicant_race", "loan_status",
+        "annual_income", "home_ownership", "yrs_since_phd", "interest_rate",
+        "has_co_signer", "applicant_race", "loan_status",
     ]  # fmt: skip
     live = sum(
         len(pd.read_csv(path)) for path in (own.project.path / "data" / "feedback").glob("*.csv")
@@ -208,20 +210,33 @@ def test_bad_requests_get_a_422_that_says_what_is_allowed(project: Project, own:
     assert response.json()["predictions"][0]["label"] in ("approved", "rejected")
 
 
-def test_the_monitors_flag_exactly_the_shifted_features(project: Project, own: OwnData) -> None:
-    """Level 4 on the user's data: traffic with a flag set in every row and a number moved
-    by three standard deviations is caught on those two features, and on no other (the
-    monitor reads this traffic alone: the guide's own traffic came before it)."""
+def monitored(project: Project, own: OwnData, **simulate: str) -> dict[str, Any]:
+    """`make simulate` (400 rows of the user's file), then `make monitor` on that traffic
+    alone (the guide's own traffic came before it): the verdict."""
     if not project.caps["has_drift_detection"]:
         pytest.skip(f"level {project.level} has no monitors")
     log = project.path / "logs" / "predictions.jsonl"
     before = log.stat().st_size
-    sent = project.make(
-        "simulate", URL=own.url, ROWS="400", SHIFT="has_co_signer=true annual_income=3"
-    )
+    sent = project.make("simulate", URL=own.url, ROWS="400", **simulate)
     assert "400 answered, 0 failed" in sent.stdout, sent.stdout
     sliced = project.path / "logs" / "this-test.jsonl"
     sliced.write_bytes(appended(log, before, 400))
     project.make("monitor", RETRAIN="", LOG=str(sliced))
-    verdict = json.loads((project.path / "reports" / "monitor" / "verdict.json").read_text())
+    verdict: dict[str, Any] = json.loads(
+        (project.path / "reports" / "monitor" / "verdict.json").read_text()
+    )
+    return verdict
+
+
+def test_the_user_s_own_rows_sent_again_move_no_feature(project: Project, own: OwnData) -> None:
+    """The monitor does not cry wolf on unchanged traffic: the file's own rows, whose
+    rates are float32 values (3.0999999046...), flag nothing."""
+    verdict = monitored(project, own)
+    assert verdict["drift"]["drifted_features"] == []
+
+
+def test_the_monitors_flag_exactly_the_shifted_features(project: Project, own: OwnData) -> None:
+    """Level 4 on the user's data: traffic with a flag set in every row and a number moved
+    by three standard deviations is caught on those two features, and on no other."""
+    verdict = monitored(project, own, SHIFT="has_co_signer=true annual_income=3")
     assert sorted(verdict["drift"]["drifted_features"]) == ["annual_income", "has_co_signer"]
