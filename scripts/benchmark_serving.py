@@ -16,6 +16,9 @@ Then it serves, each as its own process on a free port:
 - the service with its hooks off (``SERVING_METRICS=false SERVING_PREDICTION_LOG=
   SERVING_AB_SHARE=0``);
 - the service forced to scikit-learn (``SERVING_RUNTIME=sklearn``, hooks on);
+- the random forest's service, hooks on, without its guard (``serving/guard.py``: the body
+  caps, the deadline, the content type, the keys), which this script takes out of the app
+  in that process: what the guard costs, side by side;
 - `mlflow models serve --env-manager local -w 1`, from its own environment with the full
   mlflow package and the model's requirements (.cache/mlflow-serve-env);
 - a bare FastAPI route that answers a constant, under the same uvicorn, with FastAPI's
@@ -75,6 +78,7 @@ SPEEDUP[("lr", "100 rows")] = 2.0
 P99_SHARE = 0.25  # the service's p99 at most this share of mlflow serve's
 HOOKS_BUDGET = 0.10  # the hooks may cost at most this share of the throughput
 BARE_SHARE = 0.5  # one-row throughput at least this share of the bare route's
+GUARD_BUDGET = 0.03  # the guard may cost at most this share of the throughput (hooks on)
 
 
 def log(message: str) -> None:
@@ -199,6 +203,27 @@ def mlflow_env(setup: Setup) -> Path:
 # The servers --------------------------------------------------------------------------------
 
 
+# The service as its __main__ runs it, with the guard taken out of the app's middleware.
+UNGUARDED = """
+import runpy
+
+from {package}.serving import app
+from {package}.serving.guard import Guard
+
+made = app.create_app
+
+
+def create_app(*args, **kwargs):
+    service = made(*args, **kwargs)
+    service.user_middleware[:] = [m for m in service.user_middleware if m.cls is not Guard]
+    return service
+
+
+app.create_app = create_app
+runpy.run_module("{package}.serving", run_name="__main__")
+"""
+
+
 BARE_APP = """
 import sys
 
@@ -286,6 +311,7 @@ def servers(setup: Setup, scratch: Path, mlflow: Path) -> list[Server]:
     project, registry = setup.project, setup.registry
     python = str(project.tools.python)
     (scratch / "bare.py").write_text(BARE_APP)
+    (scratch / "unguarded.py").write_text(UNGUARDED.format(package=project.package))
     logs = scratch / "prediction-logs"
     found: list[Server] = []
     for key, model in registry["models"].items():
@@ -305,6 +331,9 @@ def servers(setup: Setup, scratch: Path, mlflow: Path) -> list[Server]:
             ("off", "service, hooks off", service, off),
             ("sklearn", "service, scikit-learn, hooks on", service, {"SERVING_RUNTIME": "sklearn"}),
         ]
+        if key == "rf":
+            unguarded = [python, str(scratch / "unguarded.py")]
+            variants.append(("unguarded", "service, hooks on, no guard", unguarded, {}))
         for name, label, args, extra in variants:
             settings = {
                 **deployed,
@@ -549,14 +578,18 @@ async def profiled(app):
 
 
 @asynccontextmanager
-async def service(env):
-    """The service's app as create_app makes it with ``env``'s settings, its lifespan on."""
+async def service(env, guard=True):
+    """The service's app as create_app makes it with ``env``'s settings (without its guard
+    if not ``guard``), its lifespan on."""
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
         app = importlib.import_module(f"{PACKAGE}.serving.app")
         settings = importlib.import_module(f"{PACKAGE}.serving.settings").Settings()
         made = app.create_app(settings)
+        if not guard:
+            kept = [m for m in made.user_middleware if m.cls.__name__ != "Guard"]
+            made.user_middleware[:] = kept
     finally:
         for name, value in saved.items():
             if value is None:
@@ -595,6 +628,8 @@ async def main():
         apps = {"bare FastAPI route (a constant)": bare()}
         for name, env in variants.items():
             apps[name] = await stack.enter_async_context(service(env))
+        unguarded = service(HOOKS_ON, guard=False)
+        apps["hooks on, but no guard"] = await stack.enter_async_context(unguarded)
         costs = await cpu_us(apps)
         shares["service, hooks on"] = await profiled(apps["service, hooks on"])
     with open(sys.argv[3], "w") as out:
@@ -697,6 +732,11 @@ def main() -> int:
             if server.kind == "service":
                 wanted = "scikit-learn" if "sklearn" in server.key else "onnx"
                 assert server.notes["runtime"] == wanted, f"{server.key} runs {server.notes}"
+                # The guard refuses a body that is not JSON (415); without it, it is parsed.
+                plain = {"content-type": "text/plain"}
+                body = json.dumps(setup.row)
+                refused = httpx.post(server.url + "/predict", content=body, headers=plain)
+                assert (refused.status_code == 415) != server.key.endswith("-unguarded")
                 if server.key.endswith("-off"):
                     assert server.notes["challenger"] is None
                 else:
@@ -846,6 +886,10 @@ def report(
                 cost <= HOOKS_BUDGET,
                 "%",
             )
+    for body in bodies:
+        cost = 1 - rate("rf-on", body) / rate("rf-unguarded", body)
+        name = f"RF {body}: the guard's cost <= {GUARD_BUDGET:.0%}"
+        target(name, 100 * cost, cost <= GUARD_BUDGET, "%")
     for key in models:
         share = rate(f"{key}-on", "one row") / rate("bare", "one row")
         target(
