@@ -55,6 +55,10 @@ docs: setup ## Regenerate docs/reference.md, then build the site strictly into b
 docs-serve: setup ## Preview the docs site at http://127.0.0.1:8000 (rebuilds on change)
 	$(MKDOCS) serve
 
+.PHONY: release-tags
+release-tags: setup ## Make the release tags releases.yml records and this clone lacks
+	$(BIN)/python scripts/release_tags.py
+
 .PHONY: levels
 levels: setup ## Print the levels copier.yml offers (the CI matrix reads this)
 	@$(BIN)/python scripts/levels.py

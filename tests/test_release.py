@@ -1,30 +1,40 @@
-"""The update users run most: a project made from the previous release takes the current
-template at the same level (`copier update`, answers unchanged), in the style of Copier's
-own update tests. The user's edits stay, the template's changes arrive (every file the
-user did not edit becomes what a fresh render of the current template holds), no
-conflict marker is left, and the project's own checks pass.
+"""The update users run most: a project made from a release takes the current template
+at the same level (`copier update`, answers unchanged), in the style of Copier's own
+update tests. The user's edits stay, the template's changes arrive (every file the user
+did not edit becomes what a fresh render of the current template holds), no conflict
+marker is left, and the project's own checks pass.
 
-"The previous release" is the newest tag of this repository whose template is not the one
-under test; the current template is this working tree, committed on top of the history."""
+The releases are the ones releases.yml records (tags do not travel with a clone of main;
+the record does): the template under test is a clone of this repository's history with
+the record's tags made in it by scripts/release_tags.py, as `make release-tags` makes
+them, and the working tree committed on top. Every recorded release whose template is
+not the one under test is updated from."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from support import (
+    GIT_ENV,
     ROOT,
     ProjectEnv,
     git,
     installed,
     render_project,
     rendered_files,
+    run,
     update_project,
 )
 from test_update import CONFLICT, OWN_README, OWN_TARGET, edit
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from release_tags import Release, read_record
 
 pytestmark = pytest.mark.slow
 
@@ -32,28 +42,35 @@ LEVEL = 1  # tested, linted and checked in CI: the first level whose project che
 
 
 # What makes a project: a release whose copy of these equals the working tree's is the
-# template under test itself, and no previous release.
+# template under test itself, not an earlier release.
 TEMPLATE_PATHS = ("copier.yml", "extensions", "template")
 
 
-def previous_release() -> str | None:
-    """The newest release tag before the commit under test whose template differs from the
-    working tree's (when the head is itself tagged, the release before it), or None in a
-    clone without tags (a shallow CI checkout: fetch them with the history)."""
-    tags = git(ROOT, "tag", "--list", "v[0-9]*", "--sort=-v:refname", "--merged", "HEAD")
-    for tag in tags.stdout.split():
-        same = subprocess.run(
-            ["git", "diff", "--quiet", tag, "--", *TEMPLATE_PATHS], cwd=ROOT, check=False
-        )
-        if same.returncode == 1:
-            return tag
-    return None
+def earlier_releases() -> list[Release]:
+    """The recorded releases whose template differs from the working tree's (a release
+    made from this very tree is not an earlier one)."""
+    return [
+        release
+        for release in read_record(ROOT / "releases.yml")
+        if subprocess.run(
+            ["git", "diff", "--quiet", release.commit, "--", *TEMPLATE_PATHS],
+            cwd=ROOT,
+            check=False,
+        ).returncode
+        != 0
+    ]
 
 
 def template_with_history(destination: Path) -> Path:
-    """This repository's history (and tags), with the working tree as it is (committed or
-    not) as one more commit on top: the template a user updates to."""
+    """This repository's history, with the record's release tags made in it (this clone has
+    none of its own), and the working tree as it is (committed or not) as one more commit
+    on top: the template a user updates to."""
     git(ROOT.parent, "clone", "--quiet", "--no-local", str(ROOT), str(destination))
+    tags = [sys.executable, str(ROOT / "scripts" / "release_tags.py"), "--repo", str(destination)]
+    tags += ["--record", str(ROOT / "releases.yml")]
+    made = run(tags, destination, env={**os.environ, **GIT_ENV})
+    recorded = read_record(ROOT / "releases.yml")
+    assert all(f"v{r.version}: made" in made.stdout for r in recorded), made.stdout
     git(destination, "rm", "-r", "--quiet", "--", ".")
     listed = git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard", "-z")
     for name in filter(None, listed.stdout.split("\0")):
@@ -69,12 +86,17 @@ def copy(template: Path, destination: Path, ref: str) -> Path:
     return render_project(template, destination, ref=ref, maturity_level=LEVEL)
 
 
-def test_a_project_from_the_previous_release_updates_to_the_current_template(
-    tmp_path: Path, project_env: ProjectEnv
+def test_there_is_an_earlier_release_to_update_from() -> None:
+    """Never a skip: a clone of main has the record, and the record a release (a shallow
+    clone lacks its commit, and fails here saying so)."""
+    assert earlier_releases(), "releases.yml records no release before this template"
+
+
+@pytest.mark.parametrize("version", [r.version for r in earlier_releases()])
+def test_a_project_from_a_release_updates_to_the_current_template(
+    version: str, tmp_path: Path, project_env: ProjectEnv
 ) -> None:
-    release = previous_release()
-    if release is None:
-        pytest.skip("no earlier release in this checkout (clone with tags: fetch-depth: 0)")
+    release = f"v{version}"
     template = template_with_history(tmp_path / "template")
     path = copy(template, tmp_path / "project", release)
     copied = yaml.safe_load((path / ".copier-answers.yml").read_text())
