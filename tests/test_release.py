@@ -48,13 +48,15 @@ TEMPLATE_PATHS = ("copier.yml", "extensions", "template")
 
 def earlier_releases() -> list[Release]:
     """The recorded releases whose template differs from the working tree's (a release
-    made from this very tree is not an earlier one)."""
+    made from this very tree is not an earlier one). A release whose commit this clone
+    lacks counts as earlier: its test then fails, naming the commit."""
     return [
         release
         for release in read_record(ROOT / "releases.yml")
         if subprocess.run(
             ["git", "diff", "--quiet", release.commit, "--", *TEMPLATE_PATHS],
             cwd=ROOT,
+            capture_output=True,
             check=False,
         ).returncode
         != 0
@@ -87,17 +89,25 @@ def copy(template: Path, destination: Path, ref: str) -> Path:
 
 
 def test_there_is_an_earlier_release_to_update_from() -> None:
-    """Never a skip: a clone of main has the record, and the record a release (a shallow
-    clone lacks its commit, and fails here saying so)."""
+    """Never a skip: a clone of main has the record, the record a release, and the clone
+    its commit (a shallow one lacks it: .ci/run fetches the history)."""
     assert earlier_releases(), "releases.yml records no release before this template"
+    for release in read_record(ROOT / "releases.yml"):
+        found = git(ROOT, "cat-file", "-e", f"{release.commit}^{{commit}}", check=False)
+        assert found.returncode == 0, f"v{release.version}: this clone lacks {release.commit}"
+
+
+@pytest.fixture(scope="module")
+def current(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template a user updates to, made once for every release's test."""
+    return template_with_history(tmp_path_factory.mktemp("release") / "template")
 
 
 @pytest.mark.parametrize("version", [r.version for r in earlier_releases()])
 def test_a_project_from_a_release_updates_to_the_current_template(
-    version: str, tmp_path: Path, project_env: ProjectEnv
+    version: str, current: Path, tmp_path: Path, project_env: ProjectEnv
 ) -> None:
-    release = f"v{version}"
-    template = template_with_history(tmp_path / "template")
+    release, template = f"v{version}", current
     path = copy(template, tmp_path / "project", release)
     copied = yaml.safe_load((path / ".copier-answers.yml").read_text())
     assert copied["_commit"] == release, copied["_commit"]
