@@ -34,6 +34,7 @@ KINDS = {
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "NetworkPolicy",
+    "PersistentVolumeClaim",
 }
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Namespace and Service names
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
@@ -174,7 +175,9 @@ def test_each_overlay_serves_its_own_alias_in_its_own_namespace(overlay: Overlay
 
     # The registry is the team's MLflow server, named by an optional Secret.
     secrets = {
-        variable["name"]: variable["valueFrom"]["secretKeyRef"] for variable in container["env"]
+        variable["name"]: variable["valueFrom"]["secretKeyRef"]
+        for variable in container["env"]
+        if "secretKeyRef" in variable.get("valueFrom", {})
     }
     assert secrets == {
         "MLFLOW_TRACKING_URI": {
@@ -237,16 +240,38 @@ def test_the_pods_run_as_the_image_s_user_on_a_read_only_root(overlay: Overlay) 
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
 
-    # Writable places are emptyDir volumes: /tmp, and the prediction log's folder; the
+    # Writable places: /tmp (an emptyDir) and the logs' folder (the shared claim); the
     # keys are a Secret, read-only, where SERVING_API_KEYS_FILE points.
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     mounts = {mount["mountPath"]: mount for mount in overlay.container["volumeMounts"]}
     keys = overlay.settings["SERVING_API_KEYS_FILE"]
     assert set(mounts) == {"/tmp", "/app/logs", keys}
-    assert all("emptyDir" in volumes[mounts[path]["name"]] for path in ("/tmp", "/app/logs"))
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     assert mounts[keys]["readOnly"] is True
     assert volumes[mounts[keys]["name"]]["secret"]["optional"] is True
-    assert Path(overlay.settings["SERVING_PREDICTION_LOG"]).parent == Path("/app/logs")
+
+
+def test_the_logs_outlive_the_pod_one_folder_per_pod(overlay: Overlay) -> None:
+    """The prediction log (and the feedback log) are on a claim every pod shares, not an
+    emptyDir lost with the pod, and each pod writes its own files (no two writers)."""
+    volumes = {volume["name"]: volume for volume in overlay.pod["spec"]["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in overlay.container["volumeMounts"]}
+    logs = volumes[mounts["/app/logs"]]
+    assert set(logs) == {"name", "persistentVolumeClaim"}, logs
+    claim = overlay.one("PersistentVolumeClaim")
+    assert logs["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["metadata"]["namespace"] == overlay.namespace
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on several nodes
+    env = {entry["name"]: entry for entry in overlay.container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    names = [name for name in env if name in ("SERVING_PREDICTION_LOG", "SERVING_FEEDBACK_LOG")]
+    assert "SERVING_PREDICTION_LOG" in names
+    for name in names:
+        path = Path(env[name]["value"])
+        assert path.parent == Path("/app/logs/$(POD_NAME)"), path  # expanded by the kubelet
+        assert name not in overlay.settings, f"{name} is set twice"
+    names = list(env)
+    assert names.index("POD_NAME") < names.index("SERVING_PREDICTION_LOG")  # defined first
 
 
 def test_the_autoscaler_service_and_budget_find_the_deployment(overlay: Overlay) -> None:
