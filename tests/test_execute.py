@@ -59,6 +59,11 @@ def written_files(project: Path, *folders: str) -> dict[str, tuple[int, int]]:
     return found
 
 
+# The boosting libraries a level's render chooses: the regression's project trains, saves
+# and loads their families in its own `make test` (test_pipeline runs them end to end).
+LIBRARIES = {2: ["lightgbm", "xgboost"]}
+
+
 @dataclass
 class Guided:
     """A project after its guide: the commands' outcomes, the service it left running."""
@@ -79,7 +84,10 @@ def guided_run(
 ) -> Iterator[Guided]:
     """A fresh render of the level on its dataset, and its guide run from start to end."""
     level, dataset, installer = request.param
-    path = render(f"exec{level}{dataset}", maturity_level=level, dataset=dataset)
+    libraries = LIBRARIES.get(level, [])
+    path = render(
+        f"exec{level}{dataset}", maturity_level=level, dataset=dataset, model_libraries=libraries
+    )
     project = open_project(path, UserShell(path, uv=installer == "uv"))
     steps = commands((path / "GUIDE.md").read_text(encoding="utf-8"))
     first_commit = next(

@@ -45,6 +45,16 @@ pytestmark = pytest.mark.slow
 MLFLOW_SERVER_VERSION = "3.17.2"  # the generated projects' mlflow-skinny pin
 
 
+# The families an experiment switches to, and their estimators' class names: the pipeline
+# renders with the boosting libraries (model_libraries), whose families these are too.
+BOOSTED = ("lightgbm", "xgboost")
+FAMILIES = {
+    "hist_gradient_boosting": "HistGradientBoosting",
+    "lightgbm": "LGBM",
+    "xgboost": "LabelledXGB",
+}
+
+
 def pipeline_levels() -> list[int]:
     """The built levels with a pipeline that ``$LEVELS`` selects; with no ``$LEVELS`` (the
     whole suite in one go), only the highest: its pipeline has every stage of the levels
@@ -137,7 +147,9 @@ def params_changed(
 def pipeline(request: pytest.FixtureRequest, render: Render, project_env: ProjectEnv) -> Project:
     """A fresh render, installed, whose whole pipeline ran once from clean and was committed."""
     level: int = request.param
-    project = installed(render(f"pipeline{level}", maturity_level=level), project_env)
+    libraries = list(BOOSTED)  # their families, beside scikit-learn's
+    made = render(f"pipeline{level}", maturity_level=level, model_libraries=libraries)
+    project = installed(made, project_env)
     project.make("train")
     git(project.path, "add", "--all")
     git(project.path, "commit", "--quiet", "--message", "First pipeline run")
@@ -259,14 +271,19 @@ def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
     pd.testing.assert_frame_equal(registered, answered.loc[:, list(registered.columns)])
 
 
-def test_an_experiment_with_another_model_family_changes_the_metrics(pipeline: Project) -> None:
-    """`dvc exp run -S train.model=hist_gradient_boosting`, as the guide says to run it:
-    the whole pipeline on gradient boosting, listed by `dvc exp show` with its metrics;
-    past the baseline gate and registered (from level 3 with the runtime that serves it,
-    and why); the registered version loads (skops, with the family's trusted types) and
-    predicts as the pipeline's file. The committed state afterwards."""
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_experiment_with_another_model_family_changes_the_metrics(
+    pipeline: Project, family: str
+) -> None:
+    """`dvc exp run -S train.model=<family>`, as the guide says to run it: the whole
+    pipeline on another family (scikit-learn's gradient boosting, and the two boosting
+    libraries the render chose), listed by `dvc exp show` with its metrics; past the
+    baseline gate and registered (from level 3 with the runtime that serves it, and why:
+    ONNX, with parity, for the libraries, whose converters the project registers); the
+    registered version loads (skops, with the family's trusted types) and predicts as the
+    pipeline's file. The committed state afterwards."""
     baseline = json.loads((pipeline.path / "reports" / "metrics.json").read_text())
-    experiment = ["exp", "run", "--name", "boosted", "-S", "train.model=hist_gradient_boosting"]
+    experiment = ["exp", "run", "--name", family, "-S", f"train.model={family}"]
     try:
         run(
             [str(pipeline.tools.python), "-m", "dvc", *experiment],
@@ -274,7 +291,7 @@ def test_an_experiment_with_another_model_family_changes_the_metrics(pipeline: P
             pipeline.activated_env,
         )
         shown = json.loads(pipeline.python("-m", "dvc", "exp", "show", "--json").stdout)
-        listed = experiment_metrics(shown, "boosted")
+        listed = experiment_metrics(shown, family)
         changed = json.loads((pipeline.path / "reports" / "metrics.json").read_text())
         assert listed == changed != baseline
         registered = json.loads((pipeline.path / "reports" / "registered.json").read_text())
@@ -287,6 +304,8 @@ def test_an_experiment_with_another_model_family_changes_the_metrics(pipeline: P
                 ("onnx", "parity"),
                 ("scikit-learn", "refused"),
             }, version["tags"]
+            if family in BOOSTED:
+                assert runtime == "onnx", version["tags"]
         test_set = pipeline.path / "data" / "processed" / "test.csv"
         script = (
             "import sys\n"
@@ -300,8 +319,8 @@ def test_an_experiment_with_another_model_family_changes_the_metrics(pipeline: P
             "print((served.predict(rows) == made.predict(rows)).all())\n"
         )
         shown = pipeline.python("-c", script, str(registered["version"]), str(test_set))
-        family, same = shown.stdout.split()[-2:]
-        assert family.startswith("HistGradientBoosting") and same == "True", shown.stdout
+        estimator, same = shown.stdout.split()[-2:]
+        assert estimator.startswith(FAMILIES[family]) and same == "True", shown.stdout
     finally:
         restore(pipeline)
     assert json.loads((pipeline.path / "reports" / "metrics.json").read_text()) == baseline

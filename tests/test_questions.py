@@ -29,6 +29,7 @@ BAD_ANSWERS = [
     ("python_version", "2.7", "2.7"),
     ("maturity_level", 7, "7"),
     ("dataset", "mnist", "mnist"),
+    ("model_libraries", ["catboost"], "catboost"),
 ]
 OWN_DATA_ANSWERS = [
     ({"data_source": ""}, "must not be empty"),
