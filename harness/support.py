@@ -522,8 +522,11 @@ def forced_moves(
 
 
 def pinned_versions(project: Path, runtime: bool = True, dev: bool = True) -> dict[str, str]:
-    """pyproject.toml's direct pins (the dependencies, the dev group, or both): name to
+    """pyproject.toml's direct pins (the dependencies, the dev group, or both) for this
+    machine (a pin whose environment marker does not hold here is left out): name to
     version."""
+    from packaging.requirements import Requirement
+
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     lines = [
         *(pyproject["project"]["dependencies"] if runtime else []),
@@ -531,8 +534,12 @@ def pinned_versions(project: Path, runtime: bool = True, dev: bool = True) -> di
     ]
     pins: dict[str, str] = {}
     for line in lines:
-        name, version = line.split("==")
-        pins[normalised(name.split("[")[0])] = version
+        requirement = Requirement(line)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        (pin,) = requirement.specifier
+        assert pin.operator == "==", f"not a pin: {line}"
+        pins[normalised(requirement.name)] = pin.version
     return pins
 
 
