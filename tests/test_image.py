@@ -55,6 +55,9 @@ _CONTAINER_LEVELS = [
     level for level in selected_levels(built_only=True) if capabilities(level)["has_container"]
 ]
 IMAGE_LEVELS = sorted({_CONTAINER_LEVELS[0], _CONTAINER_LEVELS[-1]}) if _CONTAINER_LEVELS else []
+# The highest level's image is built with both boosting libraries (model_libraries), whose
+# compiled parts need what a slim base image may lack (LightGBM: the OpenMP runtime).
+LIBRARIES = ["lightgbm", "xgboost"]
 SMOKE_PORT = 8000  # `make smoke` publishes this fixed port
 APP_USER = "10001"  # the Dockerfile's USER
 # What .dockerignore keeps out of the image: history, data, the store, the tests.
@@ -115,7 +118,9 @@ def built(
     `make train` runs the whole pipeline, registration included), and `make image` under a
     tag of the test's own, removed afterwards."""
     level: int = request.param
-    project = installed(render(f"image{level}", maturity_level=level), project_env)
+    libraries = LIBRARIES if level == IMAGE_LEVELS[-1] else []
+    made = render(f"image{level}", maturity_level=level, model_libraries=libraries)
+    project = installed(made, project_env)
     dockerfile = (project.path / "Dockerfile").read_text(encoding="utf-8")
     assert f"\nFROM {base_image}\n" in dockerfile, "the Dockerfile pins another base image"
     if not project.caps["has_pipeline"]:
@@ -168,6 +173,17 @@ def test_the_image_runs_as_its_unprivileged_user_with_only_what_it_needs(built: 
     )
     leaked = [name for name in files if name.startswith(KEPT_OUT)]
     assert not leaked, f".dockerignore let these in: {leaked}"
+
+
+def test_the_image_loads_the_boosting_libraries_the_project_chose(built: Built) -> None:
+    """Each library the answers chose imports in the container (LightGBM's shared library
+    loads only with the OpenMP runtime, which the Dockerfile installs for it)."""
+    chosen = built.project.answers.get("model_libraries") or []
+    if not chosen:
+        pytest.skip("this level's image is built without a boosting library")
+    code = "import " + ", ".join(chosen) + "; print('loaded')"
+    inside = built.engine("run", "--rm", "--entrypoint", "python", built.image, "-c", code)
+    assert inside.stdout.strip() == "loaded", inside
 
 
 def test_the_image_holds_the_locked_versions_without_the_dev_group(built: Built) -> None:

@@ -34,7 +34,6 @@ KINDS = {
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "NetworkPolicy",
-    "PersistentVolumeClaim",
 }
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Namespace and Service names
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
@@ -251,17 +250,12 @@ def test_the_pods_run_as_the_image_s_user_on_a_read_only_root(overlay: Overlay) 
     assert volumes[mounts[keys]["name"]]["secret"]["optional"] is True
 
 
-def test_the_logs_outlive_the_pod_one_folder_per_pod(overlay: Overlay) -> None:
-    """The prediction log (and the feedback log) are on a claim every pod shares, not an
-    emptyDir lost with the pod, and each pod writes its own files (no two writers)."""
-    volumes = {volume["name"]: volume for volume in overlay.pod["spec"]["volumes"]}
-    mounts = {mount["mountPath"]: mount["name"] for mount in overlay.container["volumeMounts"]}
-    logs = volumes[mounts["/app/logs"]]
-    assert set(logs) == {"name", "persistentVolumeClaim"}, logs
-    claim = overlay.one("PersistentVolumeClaim")
-    assert logs["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-    assert claim["metadata"]["namespace"] == overlay.namespace
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on several nodes
+def test_each_pod_writes_its_own_logs_and_can_keep_them_past_the_pod(
+    overlay: Overlay, tmp_path: Path
+) -> None:
+    """Each pod writes its prediction log (and feedback log) under its own name. By default
+    the folder is the pod's emptyDir; an overlay that takes the persistent-logs component,
+    as its comment says to, mounts a ReadWriteMany claim there instead, in its namespace."""
     env = {entry["name"]: entry for entry in overlay.container["env"]}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     names = [name for name in env if name in ("SERVING_PREDICTION_LOG", "SERVING_FEEDBACK_LOG")]
@@ -270,8 +264,34 @@ def test_the_logs_outlive_the_pod_one_folder_per_pod(overlay: Overlay) -> None:
         path = Path(env[name]["value"])
         assert path.parent == Path("/app/logs/$(POD_NAME)"), path  # expanded by the kubelet
         assert name not in overlay.settings, f"{name} is set twice"
-    names = list(env)
-    assert names.index("POD_NAME") < names.index("SERVING_PREDICTION_LOG")  # defined first
+    listed = list(env)
+    assert listed.index("POD_NAME") < listed.index("SERVING_PREDICTION_LOG")  # defined first
+
+    def logs_volume(rendered: Overlay) -> dict[str, Any]:
+        volumes = {volume["name"]: volume for volume in rendered.pod["spec"]["volumes"]}
+        mounts = {mount["mountPath"]: mount["name"] for mount in rendered.container["volumeMounts"]}
+        found: dict[str, Any] = volumes[mounts["/app/logs"]]
+        return found
+
+    assert "emptyDir" in logs_volume(overlay)
+    # The overlay with the component taken, in a copy of the project's manifests.
+    project = overlay.folder.parents[3]
+    copy = tmp_path / "project"
+    shutil.copytree(project / KUBERNETES, copy / KUBERNETES)
+    shutil.copy(project / ".copier-answers.yml", copy / ".copier-answers.yml")
+    kustomization = copy / KUBERNETES / "overlays" / overlay.environment / "kustomization.yaml"
+    text = kustomization.read_text()
+    commented = "# components:\n#   - ../../components/persistent-logs\n"
+    assert commented in text, "the overlay says how to take the component"
+    kustomization.write_text(text.replace(commented, commented.replace("# ", "")))
+    kept = kustomize(copy, overlay.environment, tmp_path)
+    assert not problems(kept.stream, len(kept.resources))
+    logs = logs_volume(kept)
+    assert set(logs) == {"name", "persistentVolumeClaim"}, logs
+    claim = kept.one("PersistentVolumeClaim")
+    assert logs["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["metadata"]["namespace"] == overlay.namespace
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on several nodes
 
 
 def test_the_autoscaler_service_and_budget_find_the_deployment(overlay: Overlay) -> None:

@@ -45,13 +45,14 @@ pytestmark = pytest.mark.slow
 MLFLOW_SERVER_VERSION = "3.17.2"  # the generated projects' mlflow-skinny pin
 
 
-# The families an experiment switches to, and their estimators' class names: the boosting
-# libraries' (the pipeline renders with them, model_libraries). scikit-learn's own families
-# are each trained, saved, loaded and converted (or refused, with why) by the project's
-# tests; the experiments run what only a library's family brings end to end: its
-# dependency, its converter, its requirements in the logged model.
+# The pipeline renders with both boosting libraries (model_libraries), and an experiment
+# switches to one of their families: what only a library's family brings, end to end (its
+# dependency, its converter, its requirements in the logged model). Every family, each
+# library's too, is trained, saved, loaded, required and converted with parity (or
+# refused, with why) by the project's own tests, which run here in every guide's
+# `make test`; XGBoost's image imports it (test_image).
 BOOSTED = ("lightgbm", "xgboost")
-FAMILIES = {"lightgbm": "LGBM", "xgboost": "LabelledXGB"}
+FAMILIES = {"lightgbm": "LGBM"}
 
 
 def pipeline_levels() -> list[int]:
