@@ -271,6 +271,31 @@ def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
     pd.testing.assert_frame_equal(registered, answered.loc[:, list(registered.columns)])
 
 
+def test_the_project_s_own_tests_prove_every_family(pipeline: Project) -> None:
+    """The project's tests of its families, on this render (both boosting libraries): each
+    family, XGBoost's and LightGBM's too, trains reproducibly, saves and loads with its
+    trusted types, requires its library, and (from level 3) converts to ONNX with parity;
+    a family that brings its own converter must convert."""
+    code = (
+        f"import json; from {pipeline.package}.train import MODEL_KINDS as k; print(json.dumps(k))"
+    )
+    kinds = json.loads(pipeline.python("-c", code).stdout)
+    assert set(BOOSTED) <= set(kinds), kinds
+    files = ["tests/test_train.py"]
+    if pipeline.caps["has_fast_serving"]:
+        files.append("tests/test_export.py")
+    ran = pipeline.python(
+        "-m", "pytest", "-v", "-p", "no:cacheprovider", "-k", "kind or requires", *files
+    )
+    passed = set(re.findall(r"::(test_\w+)\[(\w+)\] PASSED", ran.stdout))
+    tests = {name for name, _ in passed}
+    assert "test_every_model_kind_saves_and_loads_with_the_trusted_types" in tests, ran.stdout
+    assert "test_a_model_requires_the_library_its_family_needs" in tests, ran.stdout
+    if pipeline.caps["has_fast_serving"]:
+        assert "test_every_model_kind_converts_with_parity_or_says_why_not" in tests
+    assert passed == {(name, kind) for name in tests for kind in kinds}, ran.stdout
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_an_experiment_with_another_model_family_changes_the_metrics(
     pipeline: Project, family: str
