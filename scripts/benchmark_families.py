@@ -21,7 +21,6 @@ import json
 import re
 import statistics
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -80,23 +79,14 @@ def build(folder: Path) -> bench.Setup:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
-    parser.add_argument("--warmup", type=float, default=2, help="seconds per server and body")
-    parser.add_argument("--connections", type=int, default=8, help="wrk's open connections")
-    parser.add_argument("--batch", type=int, default=100, help="rows in the batch body")
-    parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
+    bench.wrk_options(parser, seconds=8, rounds=2, warmup=2)
     args = parser.parse_args()
     started = time.monotonic()
     bodies = bench.bodies_for(args.batch)
     wrk = bench.ensure_wrk()
     bench.MODELS.update(FAMILIES)  # the servers' labels, by family
     with ExitStack() as keep:
-        if args.workdir:
-            args.workdir.mkdir(parents=True, exist_ok=False)
-            scratch = args.workdir.resolve()
-        else:
-            scratch = Path(keep.enter_context(tempfile.TemporaryDirectory()))
+        scratch = bench.scratch_folder(args, keep)
         setup = build(scratch)
         mlflow = bench.mlflow_env(setup)
         load_before = bench.load_average()
@@ -117,31 +107,14 @@ def main() -> int:
                 name = f"{server.kind}-{body[:3].strip()}"
                 if (server.kind, body) not in scripts:
                     scripts[(server.kind, body)] = bench.lua_script(scratch / f"{name}.lua", data)
-        if args.warmup > 0:
-            bench.log("warm-up")
-            for body in bodies:
-                for server in wanted:
-                    bench.wrk_run(wrk, server, scripts[(server.kind, body)], args.warmup, 8)
-        results: dict[tuple[str, str], list[float]] = {}
-        p99s: dict[tuple[str, str], list[float]] = {}
-        loads = []
-        for number in range(args.rounds):
-            shift = number * len(wanted) // max(args.rounds, 1)
-            for body in bodies:
-                for server in wanted[shift:] + wanted[:shift]:
-                    bench.log(f"round {number + 1}/{args.rounds}: {server.key}, {body}")
-                    script = scripts[(server.kind, body)]
-                    result = bench.wrk_run(wrk, server, script, args.seconds, args.connections)
-                    results.setdefault((server.key, body), []).append(result.requests_per_second)
-                    p99s.setdefault((server.key, body), []).append(result.p99_ms)
-            loads.append(bench.load_average())
+        results, loads = bench.measure(wrk, wanted, scripts, bodies, args)
         keep.close()
 
         def rate(key: str, body: str) -> float:
-            return statistics.median(results[(key, body)])
+            return statistics.median(r.requests_per_second for r in results[(key, body)])
 
         def p99(key: str, body: str) -> float:
-            return statistics.median(p99s[(key, body)])
+            return statistics.median(r.p99_ms for r in results[(key, body)])
 
         print(
             f"Level {bench.LEVEL}, default dataset; load average before {load_before}, after"

@@ -460,6 +460,57 @@ def wrk_run(wrk: str, server: Server, script: Path, seconds: float, connections:
     return Result(float(rate.group(1)), float(p99.group(1)) * UNITS_MS[p99.group(2)])
 
 
+def wrk_options(
+    parser: argparse.ArgumentParser, seconds: float, rounds: int, warmup: float
+) -> None:
+    """The options of a measurement (this script's and benchmark_families.py's)."""
+    parser.add_argument("--seconds", type=float, default=seconds, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds")
+    parser.add_argument("--warmup", type=float, default=warmup, help="seconds per server and body")
+    parser.add_argument("--connections", type=int, default=8, help="wrk's open connections")
+    parser.add_argument("--batch", type=int, default=100, help="rows in the batch body")
+    parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
+
+
+def scratch_folder(args: argparse.Namespace, keep: ExitStack) -> Path:
+    """``--workdir`` (new, kept afterwards), else a temporary folder ``keep`` removes."""
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=False)
+        return Path(args.workdir.resolve())
+    return Path(keep.enter_context(tempfile.TemporaryDirectory()))
+
+
+def measure(
+    wrk: str,
+    servers: list[Server],
+    scripts: dict[tuple[str, str], Path],
+    bodies: tuple[str, ...],
+    args: argparse.Namespace,
+) -> tuple[dict[tuple[str, str], list[Result]], list[str]]:
+    """A warm-up, then ``args.rounds`` rounds of every server on every body: each cell's
+    results, by (server key, body), and the load average after each round."""
+    results: dict[tuple[str, str], list[Result]] = {}
+    loads = []
+    if args.warmup > 0:
+        log("warm-up")
+        for body in bodies:
+            for server in servers:
+                script = scripts[(server.kind, body)]
+                wrk_run(wrk, server, script, args.warmup, args.connections)
+    for number in range(args.rounds):
+        # Alternate, and shift who goes first each round: drift hits every server alike.
+        shift = number * len(servers) // max(args.rounds, 1)
+        order = servers[shift:] + servers[:shift]
+        for body in bodies:
+            for server in order:
+                log(f"round {number + 1}/{args.rounds}: {server.key}, {body}")
+                script = scripts[(server.kind, body)]
+                result = wrk_run(wrk, server, script, args.seconds, args.connections)
+                results.setdefault((server.key, body), []).append(result)
+        loads.append(load_average())
+    return results, loads
+
+
 # The in-process profile -------------------------------------------------------------------
 
 
@@ -679,14 +730,9 @@ def profile(setup: Setup, scratch: Path, key: str, requests: int) -> dict[str, A
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    parser.add_argument("--warmup", type=float, default=3, help="seconds per server and body")
-    parser.add_argument("--connections", type=int, default=8, help="wrk's open connections")
-    parser.add_argument("--batch", type=int, default=100, help="rows in the batch body")
+    wrk_options(parser, seconds=10, rounds=3, warmup=3)
     parser.add_argument("--no-profile", action="store_true", help="skip the in-process profile")
     parser.add_argument("--profile-requests", type=int, default=2000, help="per measurement")
-    parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     parser.add_argument(
         "--plot",
         type=lambda value: Path(value) if value else None,
@@ -699,11 +745,7 @@ def main() -> int:
 
     wrk = ensure_wrk()
     with ExitStack() as keep:
-        if args.workdir:
-            args.workdir.mkdir(parents=True, exist_ok=False)
-            scratch = args.workdir.resolve()
-        else:
-            scratch = Path(keep.enter_context(tempfile.TemporaryDirectory()))
+        scratch = scratch_folder(args, keep)
         stack = keep.enter_context(ExitStack())  # the servers: closed before the profile
         setup = build(scratch)
         mlflow = mlflow_env(setup)
@@ -745,25 +787,7 @@ def main() -> int:
             labels = {s.notes["label"] for s in all_servers if s.model == key}
             assert len(labels) == 1, f"{key}: the servers label the example differently: {labels}"
 
-        results: dict[tuple[str, str], list[Result]] = {}
-        loads = []
-        if args.warmup > 0:
-            log("warm-up")
-            for body in bodies:
-                for server in all_servers:
-                    script = scripts[(server.kind, body)]
-                    wrk_run(wrk, server, script, args.warmup, args.connections)
-        for number in range(args.rounds):
-            # Alternate, and shift who goes first each round: drift hits every server alike.
-            shift = number * len(all_servers) // max(args.rounds, 1)
-            order = all_servers[shift:] + all_servers[:shift]
-            for body in bodies:
-                for server in order:
-                    log(f"round {number + 1}/{args.rounds}: {server.key}, {body}")
-                    script = scripts[(server.kind, body)]
-                    result = wrk_run(wrk, server, script, args.seconds, args.connections)
-                    results.setdefault((server.key, body), []).append(result)
-            loads.append(load_average())
+        results, loads = measure(wrk, all_servers, scripts, bodies, args)
         stack.close()  # the servers stop before the profile
         profiled = None
         if not args.no_profile:
