@@ -270,20 +270,26 @@ class ProjectEnv:
             DVC_NO_ANALYTICS="1",
             PRE_COMMIT_HOME=str(self.pre_commit_home),
             UV_COMPILE_BYTECODE="1",
-            # One mypy cache for every project: the third-party modules are the same.
-            MYPY_CACHE_DIR=str(CACHE / "mypy"),
+            # One mypy cache for the projects of one environment: the same third-party code.
+            MYPY_CACHE_DIR=str(CACHE / "mypy" / self.venv.name),
             PYTHONWARNINGS="ignore::DeprecationWarning",
         )
         env.update(extra)
         return env
 
 
-def shared_project_env() -> ProjectEnv:
-    """The one byte-compiled environment every generated project runs in, under .cache/
-    (kept between runs; `uv pip install` then only checks it). Projects install
-    themselves into it with their own `make install`."""
-    venv = CACHE / "project-env"
-    with exclusive("project-env"):
+def shared_project_env(tracked: bool = True) -> ProjectEnv:
+    """A byte-compiled environment the generated projects share, under .cache/ (kept
+    between runs; `make install` then only checks it). Projects install themselves into
+    it with their own `make install`, so two projects whose locks pin one package at two
+    versions would swap it back and forth under a test running in the other process:
+    the levels without tracking (0-1) lock some of MLflow's dependencies at other
+    versions than the levels with it, and get an environment of their own (``tracked``
+    false; open_project chooses). A project with other such pins needs its own .venv
+    (UserShell)."""
+    name = "project-env" if tracked else "project-env-untracked"
+    venv = CACHE / name
+    with exclusive(name):
         if not (venv / "bin" / "python").exists():
             run([tool("uv"), "venv", "--quiet", "--python", sys.executable, str(venv)], CACHE)
     return ProjectEnv(venv=venv, pre_commit_home=CACHE / "pre-commit")
@@ -392,7 +398,10 @@ class Project:
 def open_project(path: Path, tools: ProjectEnv | UserShell) -> Project:
     """A rendered project, at the level its answers file records."""
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text(encoding="utf-8"))
-    return Project(path, int(answers["maturity_level"]), answers, tools)
+    level = int(answers["maturity_level"])
+    if isinstance(tools, ProjectEnv):  # the shared environment for this level's pins
+        tools = shared_project_env(tracked=capabilities(level)["has_tracking"])
+    return Project(path, level, answers, tools)
 
 
 def render_project(
@@ -443,7 +452,7 @@ def own_data_project(scratch: Path) -> Project:
     return project
 
 
-def installed(path: Path, tools: ProjectEnv) -> Project:
+def installed(path: Path, tools: ProjectEnv | UserShell) -> Project:
     """A rendered project after its own `make install`, with everything committed once."""
     project = open_project(path, tools)
     project.make("install")

@@ -1,7 +1,9 @@
 """The slow tier: a project whose DVC remote is an object store (the `dvc_remote` answer
 `s3://...`) pushes its data there and a fresh clone pulls the same bytes back, against a
 real S3-compatible server on this machine (moto's server, over HTTP). Its dev group pins
-DVC's S3 plugin (the `dvc[s3]` extra), which the lock then holds."""
+DVC's S3 plugin (the `dvc[s3]` extra), which the lock then holds. The project runs in
+its own .venv, as its user has it: the plugin's botocore pins python-dateutil below the
+version the other projects lock, so it cannot share their environment."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Render
 from support import (
-    ProjectEnv,
+    UserShell,
     free_port,
     git,
     installed,
@@ -56,10 +58,10 @@ def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_an_object_store_remote_keeps_the_data_for_a_fresh_clone(
-    render: Render, project_env: ProjectEnv, object_store: str, tmp_path: Path
+    render: Render, object_store: str, tmp_path: Path
 ) -> None:
     path = render("remote", maturity_level=1, dvc_remote=f"s3://{BUCKET}/dvc")
-    project = installed(path, project_env)
+    project = installed(path, UserShell(path))
     assert "dvc-s3" in locked_versions(project.path), "the lock lacks DVC's S3 plugin"
 
     def configure(folder: Path) -> dict[str, str]:
