@@ -75,17 +75,19 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     Capability("has_self_assessment", 0,
                "`make maturity`: where the project stands, what the next level adds", (
-        ".ladder.json", "src/{package}/maturity.py",
+        ".ladder.json", "src/{package}/mlops/maturity.py",
     )),
     Capability("has_components", 0,
                "one module per stage, each a typed pure function plus a thin CLI", (
-        "src/{package}/__init__.py", "src/{package}/config.py", "src/{package}/schema.py",
-        "src/{package}/ingest.py", "src/{package}/features.py", "src/{package}/train.py",
+        "src/{package}/__init__.py", "src/{package}/mlops/__init__.py",
+        "src/{package}/mlops/config.py", "src/{package}/mlops/schema.py", "src/{package}/ingest.py",
+        "src/{package}/features.py", "src/{package}/train.py",
         "src/{package}/evaluate.py", "src/{package}/predict.py", "src/{package}/py.typed",
     )),
     Capability("has_data_contract", 0,
                "one data contract names the data; `make contract` infers it from a file", (
-        "data/contract.yaml", "src/{package}/contract.py", "src/{package}/suspects.py",
+        "data/contract.yaml", "src/{package}/mlops/contract.py",
+        "src/{package}/mlops/suspects.py",
     )),
     Capability("has_both_tasks", 0, "classification (text labels) and regression alike"),
     Capability("has_data_versioning", 0, "data layout, DVC initialised, a local DVC remote", (
@@ -101,6 +103,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/serving/app.py", "src/{package}/serving/deps.py",
         "src/{package}/serving/settings.py", "src/{package}/serving/routes/__init__.py",
         "src/{package}/serving/routes/health.py", "src/{package}/serving/routes/predict.py",
+        "src/{package}/routes.py",
     )),
     # Level 1: DevOps, no MLOps.
     Capability("has_tests", 1, "a pytest suite for every component and the service", (
@@ -123,16 +126,16 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     # Level 2: automated training.
     Capability("has_pipeline", 2, "DVC pipeline: one stage per module, params, metrics, plots", (
-        "dvc.yaml", "src/{package}/plots.py",
+        "dvc.yaml", "src/{package}/mlops/plots.py",
     )),
     Capability("has_data_validation", 2, "pandera schema stage that stops bad data", (
-        "src/{package}/validate.py", "tests/test_validate.py",
+        "src/{package}/mlops/validate.py", "tests/test_validate.py",
     )),
     Capability("has_tracking", 2, "MLflow tracking: params, metrics, plots, commit, data hash", (
-        "src/{package}/tracking.py", "tests/test_tracking.py",
+        "src/{package}/mlops/tracking.py", "tests/test_tracking.py",
     )),
     Capability("has_registry", 2, "every gated run registers a version with lineage tags", (
-        "src/{package}/register.py", "tests/test_register.py",
+        "src/{package}/mlops/register.py", "tests/test_register.py",
     )),
     Capability("has_model_gate", 2, "beat the trivial baseline by a margin before registering"),
     Capability("has_training_workflow", 2, "CI workflow that runs and pushes the pipeline", (
@@ -140,17 +143,18 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     # Level 3: automated model deployment.
     Capability("has_reference_profile", 3, "training reference profile for drift checks", (
-        "src/{package}/profile.py", "tests/test_profile.py",
+        "src/{package}/mlops/profile.py", "tests/test_profile.py",
     )),
     Capability("has_promotion", 3, "champion/challenger promotion by margin", (
-        "src/{package}/promote.py", "tests/test_promote.py",
+        "src/{package}/mlops/promote.py", "tests/test_promote.py",
     )),
     Capability("has_model_card", 3, "a model card per registered version", (
-        "src/{package}/card.py", "tests/test_card.py",
+        "src/{package}/mlops/card.py", "tests/test_card.py",
     )),
     Capability("has_fast_serving", 3,
                "the model converted to ONNX, gated on parity, served without DataFrames", (
-        "src/{package}/export.py", "src/{package}/serving/runtime.py", "tests/test_export.py",
+        "src/{package}/mlops/export.py", "src/{package}/serving/runtime.py",
+        "tests/test_export.py",
     )),
     Capability("has_traceable_serving", 3, "serves the champion; GET /version and /ready", (
         "src/{package}/serving/routes/version.py", "tests/test_candidate.py",
@@ -167,12 +171,13 @@ CAPABILITIES: tuple[Capability, ...] = (
         "deploy/kubernetes/*",
     )),
     Capability("has_cd", 3, "CD workflow and `make deploy`: staging, then production", (
-        ".github/workflows/deploy.yml", "src/{package}/deploy.py", "tests/test_deploy.py",
+        ".github/workflows/deploy.yml", "src/{package}/mlops/deploy.py", "tests/test_deploy.py",
     )),
     # Level 4: full automated operations.
     Capability("has_drift_detection", 4,
                "per-feature and prediction drift of the served traffic: JSON, HTML, metrics", (
-        "src/{package}/drift.py", "src/{package}/monitor.py", "src/{package}/simulate.py",
+        "src/{package}/mlops/drift.py", "src/{package}/mlops/monitor.py",
+        "src/{package}/mlops/simulate.py",
         "tests/test_drift.py", "tests/test_monitor.py",
     )),
     Capability("has_decay_monitoring", 4,
@@ -183,7 +188,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         "monitoring/*",
     )),
     Capability("has_retraining", 4, "drift or decay retrains, bounded by a cool-down", (
-        "src/{package}/retrain.py", "data/feedback/.gitkeep", "tests/test_retrain.py",
+        "src/{package}/mlops/retrain.py", "data/feedback/.gitkeep", "tests/test_retrain.py",
     )),
     Capability("has_monitoring_workflow", 4, "scheduled monitoring workflow", (
         ".github/workflows/monitor.yml",
@@ -192,7 +197,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         "tests/test_reload.py",
     )),
     Capability("has_audit_trail", 4, "a hash-chained trail of promotions and deployments", (
-        "src/{package}/audit.py", "tests/test_audit.py",
+        "src/{package}/mlops/audit.py", "tests/test_audit.py",
     )),
 )
 # fmt: on

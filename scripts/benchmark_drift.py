@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "harness"))
 import plots  # noqa: E402
 
 DRIFT_MODULE = (
-    ROOT / "template/src/{{ package_name }}/{% if has_drift_detection %}drift.py{% endif %}"
+    ROOT / "template/src/{{ package_name }}/mlops/{% if has_drift_detection %}drift.py{% endif %}"
 )
 # The generated projects' pins (template/pyproject.toml.jinja) for our side; Evidently's own.
 OURS_PACKAGES = ["numpy==2.4.6", "pandas==3.1.1", "pyarrow==26.0.1", "scipy==1.17.1"]

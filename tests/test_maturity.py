@@ -30,12 +30,15 @@ NEEDS_A_RUN = {
 
 
 def assessed(project: Path, *args: str, check: bool = True) -> Any:
-    """``python -m <package>.maturity`` on the project's source, with the suite's Python
+    """``python -m <package>.mlops.maturity`` on the project's source, with the suite's Python
     (the check needs only the standard library and PyYAML)."""
     env = {**os.environ, "PYTHONPATH": str(project / "src")}
     env.pop("MLFLOW_TRACKING_URI", None)
     return run(
-        [sys.executable, "-m", "tabular_classifier.maturity", *args], project, env, check=check
+        [sys.executable, "-m", "tabular_classifier.mlops.maturity", *args],
+        project,
+        env,
+        check=check,
     )
 
 

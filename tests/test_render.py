@@ -42,6 +42,33 @@ def test_exactly_the_files_of_the_level_s_capabilities(rendered: tuple[int, Path
         assert not leaked, f"{cap.name} belongs to level {cap.level}, not {level}"
 
 
+# Who owns what (the GUIDE's section of that name): the stage modules at the package's
+# top are the user's, short enough to read in one sitting; every module under mlops/ and
+# serving/ is the template's, and its first line says so.
+OWNERSHIP_LINE = "# Template-owned: `copier update` replaces this file."
+USER_MODULE_LINES = 250
+USER_MODULES = {"__init__", "ingest", "features", "train", "evaluate", "predict", "routes"}
+
+
+def test_the_user_s_modules_are_short_and_the_template_s_say_they_are_its(
+    rendered: tuple[int, Path],
+) -> None:
+    _, project = rendered
+    package = project / "src" / "tabular_classifier"
+    yours = {path.stem: path for path in package.glob("*.py")}
+    assert set(yours) == USER_MODULES, sorted(set(yours) ^ USER_MODULES)
+    lines = {name: len(path.read_text().splitlines()) for name, path in yours.items()}
+    assert max(lines.values()) <= USER_MODULE_LINES, lines
+    assert not [name for name, path in yours.items() if OWNERSHIP_LINE in path.read_text()]
+    theirs = [*package.glob("mlops/**/*.py"), *package.glob("serving/**/*.py")]
+    unmarked = [
+        str(path.relative_to(package))
+        for path in theirs
+        if not path.read_text().startswith(OWNERSHIP_LINE)
+    ]
+    assert theirs and not unmarked, f"modules of the template's without its line: {unmarked}"
+
+
 def test_no_template_syntax_survives(rendered: tuple[int, Path]) -> None:
     _, project = rendered
     for name in rendered_files(project):

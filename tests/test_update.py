@@ -179,11 +179,8 @@ def test_an_update_without_changes_changes_nothing(render: Render) -> None:
 
 
 # A user's own edits before climbing to DELIVERY_LEVEL (see edit_as_a_user). The climb
-# changes config.py, params.yaml and the Makefile too, elsewhere in each file.
-OWN_PARAGRAPH = (
-    "\n\nOn the team's build machines the checkout is read-only: point the root variable\n"
-    "at a writable copy."
-)
+# changes features.py, params.yaml and the Makefile too, elsewhere in each file.
+OWN_COMMENT = "\n\n# Ours: the team reviews a change to this module before it is merged.\n"
 OWN_README = "\nOwned by the risk team (#risk-models). Data questions: ask before you retrain.\n"
 OWN_TARGET = (
     "\n.PHONY: where\n"
@@ -201,6 +198,13 @@ def cost(false_alarms: int, misses: int) -> float:
 '''
 
 
+def append(path: Path, text: str) -> str:
+    """``text`` added at the end of ``path``; the text, to look for later."""
+    with path.open("a", encoding="utf-8") as module:
+        module.write(text)
+    return text
+
+
 def edit(path: Path, old: str, new: str) -> str:
     """Replace the first ``old`` in ``path`` with ``new``; the new text, to look for later."""
     text = path.read_text(encoding="utf-8")
@@ -210,14 +214,14 @@ def edit(path: Path, old: str, new: str) -> str:
 
 
 def edit_as_a_user(project: Project) -> dict[str, list[str]]:
-    """A paragraph at the end of a module docstring, a comment and changed values in
+    """A comment at the end of a stage module, a comment and changed values in
     params.yaml, a Makefile target and a module of the user's own (costs.py), committed.
     Returns the text each edited file must still hold."""
     path, package = project.path, project.package
-    config, params, own = f"src/{package}/config.py", "params.yaml", f"src/{package}/costs.py"
+    features, params, own = f"src/{package}/features.py", "params.yaml", f"src/{package}/costs.py"
     kept = {
-        # config.py's docstring ends at the first line that is only the closing quotes.
-        config: [edit(path / config, '\n"""\n', f'{OWN_PARAGRAPH}\n"""\n')],
+        # At the end of a stage module, below the code that every level changes.
+        features: [append(path / features, OWN_COMMENT)],
         params: [
             edit(
                 path / params,
@@ -240,10 +244,10 @@ def edit_as_a_user(project: Project) -> dict[str, list[str]]:
 
 # The files the delivery level brings, besides those its capabilities claim (checked too).
 DELIVERY_FILES = (
-    "src/{package}/promote.py",
-    "src/{package}/card.py",
-    "src/{package}/profile.py",
-    "src/{package}/export.py",
+    "src/{package}/mlops/promote.py",
+    "src/{package}/mlops/card.py",
+    "src/{package}/mlops/profile.py",
+    "src/{package}/mlops/export.py",
     "deploy/kubernetes/",
     ".github/workflows/deploy.yml",
 )
