@@ -135,7 +135,8 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/mlops/tracking.py", "tests/test_tracking.py",
     )),
     Capability("has_registry", 2, "every gated run registers a version with lineage tags", (
-        "src/{package}/mlops/register.py", "tests/test_register.py",
+        "src/{package}/mlops/register.py", "src/{package}/mlops/registered.py",
+        "tests/test_register.py",
     )),
     Capability("has_model_gate", 2, "beat the trivial baseline by a margin before registering"),
     Capability("has_training_workflow", 2, "CI workflow that runs and pushes the pipeline", (
@@ -164,6 +165,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     Capability("has_service_metrics", 3, "Prometheus /metrics and a prediction log", (
         "src/{package}/serving/metrics.py", "src/{package}/serving/prediction_log.py",
+        "src/{package}/mlops/logs.py",
         "tests/test_service_metrics.py",
     )),
     Capability("has_kubernetes", 3,
@@ -177,6 +179,8 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_drift_detection", 4,
                "per-feature and prediction drift of the served traffic: JSON, HTML, metrics", (
         "src/{package}/mlops/drift.py", "src/{package}/mlops/monitor.py",
+        "src/{package}/mlops/window.py", "src/{package}/mlops/verdict.py",
+        "src/{package}/mlops/publish.py",
         "src/{package}/mlops/simulate.py",
         "tests/test_drift.py", "tests/test_monitor.py",
     )),

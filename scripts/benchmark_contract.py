@@ -67,7 +67,7 @@ if what == "pandas":
     call = lambda: pandas.read_csv(path, engine="pyarrow")
 elif what == "infer":
     import importlib
-    contract = importlib.import_module(f"{package}.contract")
+    contract = importlib.import_module(f"{package}.mlops.contract")
     call = lambda: contract.infer(path, sys.argv[4])
 else:
     call = lambda: pyarrow.csv.read_csv(path)

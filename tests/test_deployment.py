@@ -109,7 +109,7 @@ def test_the_model_card_s_numbers_are_mlflow_s(promoted: Project) -> None:
     assert card.startswith(f"# Model card: {promoted.answers['project_slug']} version 3")
     script = (
         "import json, sys\n"
-        f"from {promoted.package}.card import parse_numbers\n"
+        f"from {promoted.package}.mlops.card import parse_numbers\n"
         "print(json.dumps(parse_numbers(open(sys.argv[1]).read())))\n"
     )
     numbers = json.loads(promoted.python("-c", script, "reports/model_card.md").stdout)

@@ -383,7 +383,7 @@ def test_the_audit_trail_holds_every_decision_and_finds_tampering(
                 )
                 code, said = done["code"], done["said"]
             else:  # the chain alone (no registry: faster)
-                found = project.python("-m", f"{project.package}.audit", "--offline", check=False)
+                found = project.python("-m", f"{project.package}.mlops.audit", "--offline", check=False)
                 code, said = found.returncode, found.stdout
             assert code != 0 and "FAILED verification" in said, how
         assert "rewrites entry 1, which commit" in said, said

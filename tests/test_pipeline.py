@@ -260,7 +260,7 @@ def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
         "import sys, pandas as pd\n"
         f"from {pipeline.package} import config, tracking\n"
         f"from {pipeline.package}.predict import predict\n"
-        f"from {pipeline.package}.contract import load, read_frame\n"
+        f"from {pipeline.package}.mlops.contract import load, read_frame\n"
         "model = tracking.load_registered(config.MODEL_NAME, sys.argv[1])\n"
         "rows = read_frame(sys.argv[2], load())\n"
         "predict(model, rows, load()).to_csv(sys.argv[3], index=False)\n"
@@ -333,7 +333,7 @@ def test_an_experiment_with_another_model_family_changes_the_metrics(
         script = (
             "import sys\n"
             f"from {pipeline.package} import config, tracking, train\n"
-            f"from {pipeline.package}.contract import load, model_input, read_frame\n"
+            f"from {pipeline.package}.mlops.contract import load, model_input, read_frame\n"
             "contract = load()\n"
             "rows = model_input(read_frame(sys.argv[2], contract), contract)\n"
             "served = tracking.load_registered(config.MODEL_NAME, sys.argv[1])\n"
@@ -349,31 +349,44 @@ def test_an_experiment_with_another_model_family_changes_the_metrics(
     assert json.loads((pipeline.path / "reports" / "metrics.json").read_text()) == baseline
 
 
+def module_path(project: Project, dotted: str) -> Path | None:
+    """The file of the package's module ``dotted`` (``train``, ``mlops.contract``), if any."""
+    path = project.path / "src" / project.package / f"{dotted.replace('.', '/')}.py"
+    return path if path.is_file() else None
+
+
+def stage_module(project: Project, stage: str) -> str:
+    """The module a stage runs: the user's (``train``) or the template's (``mlops.register``)."""
+    return stage if module_path(project, stage) else f"mlops.{stage}"
+
+
 def package_imports(project: Project, module: str) -> set[str]:
-    """The package's modules that ``module`` imports, transitively, itself included. (The
-    package's ``__init__`` is left out: it holds no logic that shapes an output.)"""
-    package_dir = project.path / "src" / project.package
+    """The files of the package's modules that ``module`` imports, transitively, its own
+    included. (Packages' ``__init__`` are left out: they hold no logic that shapes an
+    output.)"""
     seen: set[str] = set()
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen or not (package_dir / f"{name}.py").is_file():
+        path = module_path(project, name)
+        if name in seen or path is None:
             continue
         seen.add(name)
-        tree = ast.parse((package_dir / f"{name}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == project.package:
-                todo += [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                f"{project.package}."
-            ):
-                todo.append((node.module or "").split(".")[1])
-    return seen
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level:
+                continue
+            parent = node.module or ""
+            if parent != project.package and not parent.startswith(f"{project.package}."):
+                continue
+            inner = parent.removeprefix(project.package).removeprefix(".")
+            todo.append(inner)
+            todo += [f"{inner}.{alias.name}".lstrip(".") for alias in node.names]
+    return {str((module_path(project, name) or Path()).relative_to(project.path)) for name in seen}
 
 
 def loads_the_contract(project: Project, module: str) -> bool:
     """Whether the stage's module calls the contract module's ``load()``."""
-    tree = ast.parse((project.path / "src" / project.package / f"{module}.py").read_text())
+    tree = ast.parse((module_path(project, module) or Path()).read_text())
     return any(
         isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "load"
         for node in ast.walk(tree)
@@ -387,11 +400,10 @@ def test_every_stage_lists_the_modules_it_imports_and_the_contract_it_reads(
     assert list(stages) == list(pipeline_stages(pipeline))
     for stage, spec in stages.items():
         listed = {dep for dep in spec["deps"] if dep.startswith("src/")}
-        imported = {
-            f"src/{pipeline.package}/{name}.py" for name in package_imports(pipeline, stage)
-        }
+        module = stage_module(pipeline, stage)
+        imported = package_imports(pipeline, module)
         assert listed == imported, stage
-        assert ("data/contract.yaml" in spec["deps"]) == loads_the_contract(pipeline, stage), stage
+        assert ("data/contract.yaml" in spec["deps"]) == loads_the_contract(pipeline, module), stage
 
 
 def dvc_changed(project: Project) -> set[str]:

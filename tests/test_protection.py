@@ -121,7 +121,7 @@ def simulate_and_monitor(project: Project, service: Server, name: str, *simulate
     log = project.path / "logs" / "predictions.jsonl"
     offset = log.stat().st_size if log.is_file() else 0
     sent = project.python(
-        "-m", f"{project.package}.simulate", "--url", service.url, "--rows", "300", *simulate
+        "-m", f"{project.package}.mlops.simulate", "--url", service.url, "--rows", "300", *simulate
     )
     assert "300 answered, 0 failed" in sent.stdout, sent.stdout
     sliced = project.path / "logs" / f"phase-{name}.jsonl"

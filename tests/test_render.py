@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import graphlib
 import json
 import re
 import tomllib
@@ -67,6 +69,53 @@ def test_the_user_s_modules_are_short_and_the_template_s_say_they_are_its(
         if not path.read_text().startswith(OWNERSHIP_LINE)
     ]
     assert theirs and not unmarked, f"modules of the template's without its line: {unmarked}"
+
+
+def imports_of(package: Path, name: str) -> dict[str, set[str]]:
+    """Each module of the package (dotted, under ``name``) and the package's modules it
+    imports, type-only imports included."""
+    modules = {
+        ".".join([name, *path.relative_to(package).with_suffix("").parts]).removesuffix(
+            ".__init__"
+        ): path
+        for path in package.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    child = f"{node.module}.{alias.name}"
+                    found.add(child if child in modules else node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[module] = {other for other in found if other in modules and other != module}
+    return graph
+
+
+def test_the_package_has_no_import_circle_and_the_monitors_no_service_import(
+    rendered: tuple[int, Path],
+) -> None:
+    _, project = rendered
+    name = "tabular_classifier"
+    graph = imports_of(project / "src" / name, name)
+    sorter = graphlib.TopologicalSorter(graph)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as error:
+        pytest.fail(f"an import circle: {' -> '.join(error.args[1])}")
+    # The batch monitors read the service's logs, never its code (make simulate, the
+    # service's client, reads the service's keys as the service does).
+    monitors = {
+        f"{name}.mlops.{module}" for module in ("drift", "logs", "monitor", "retrain", "window")
+    }
+    served = {
+        module: sorted(other for other in imported if other.startswith(f"{name}.serving"))
+        for module, imported in graph.items()
+        if module in monitors
+    }
+    assert not {module: found for module, found in served.items() if found}
 
 
 def test_no_template_syntax_survives(rendered: tuple[int, Path]) -> None:
