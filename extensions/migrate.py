@@ -15,7 +15,10 @@ So, on every update (Copier runs this with its own Python, in the project):
   Each is reported on standard error. A module the template dropped altogether is
   restored at its old path, and reported.
 
-Usage: python migrate.py before|after (in the project, with Copier importable)."""
+Usage (in the project, with Copier importable; copier.yml passes the template's local
+clone, which holds its history, and the answers file's path):
+
+    python migrate.py before|after TEMPLATE ANSWERS_FILE"""
 
 from __future__ import annotations
 
@@ -37,7 +40,6 @@ MOVED_TO_MLOPS = (
 MOVES = {
     f"src/{{package}}/{name}.py": f"src/{{package}}/mlops/{name}.py" for name in MOVED_TO_MLOPS
 }
-ANSWERS = ".copier-answers.yml"
 
 
 def moves(package: str) -> dict[str, str]:
@@ -57,14 +59,15 @@ def state_folder(project: Path) -> Path:
     return Path(git_dir) / "copier-moved-modules"
 
 
-def old_render(answers: dict[str, object], destination: Path) -> Path:
-    """The project as the template it was made from rendered it: Copier's own first step
-    of an update, which its migrations cannot see."""
+def old_render(template: str, answers: dict[str, object], destination: Path) -> Path:
+    """The project as the template it was made from rendered it (``template`` at the
+    answers' recorded commit): Copier's own first step of an update, which its migrations
+    cannot see."""
     from copier import run_copy
 
     data = {key: value for key, value in answers.items() if not key.startswith("_")}
     run_copy(
-        str(answers["_src_path"]),
+        template,
         destination,
         data=data,
         vcs_ref=str(answers["_commit"]),
@@ -76,8 +79,8 @@ def old_render(answers: dict[str, object], destination: Path) -> Path:
     return destination
 
 
-def before(project: Path) -> int:
-    answers = yaml.safe_load((project / ANSWERS).read_text(encoding="utf-8"))
+def before(project: Path, template: str, answers_file: str) -> int:
+    answers = yaml.safe_load((project / answers_file).read_text(encoding="utf-8"))
     package = str(answers["package_name"])
     present = {old: new for old, new in moves(package).items() if (project / old).is_file()}
     state = state_folder(project)
@@ -85,16 +88,17 @@ def before(project: Path) -> int:
     if not present:
         return 0
     with tempfile.TemporaryDirectory() as scratch:
-        base = old_render(answers, Path(scratch) / "project")
+        base = old_render(template, answers, Path(scratch) / "project")
         for old, new in present.items():
             original = base / old
-            if original.is_file() and original.read_bytes() == (project / old).read_bytes():
+            if not original.is_file():
+                continue  # not the template's then: the user's own file, which stays
+            if original.read_bytes() == (project / old).read_bytes():
                 continue  # unedited: the update removes it, and renders the new one
             kept = state / new
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(project / old, kept.with_name(kept.name + ".yours"))
-            if original.is_file():
-                shutil.copyfile(original, kept.with_name(kept.name + ".base"))
+            shutil.copyfile(original, kept.with_name(kept.name + ".base"))
             (kept.with_name(kept.name + ".from")).write_text(old, encoding="utf-8")
             print(f"copier update: {old} has your edits; it moves to {new}", file=sys.stderr)
     return 0
@@ -118,8 +122,6 @@ def after(project: Path) -> int:
                 file=sys.stderr,
             )
             continue
-        if not base.is_file():
-            base.write_bytes(b"")
         merged = subprocess.run(
             [
                 "git", "merge-file", "-p",
@@ -147,7 +149,8 @@ def after(project: Path) -> int:
 
 
 if __name__ == "__main__":
-    stage = sys.argv[1] if len(sys.argv) > 1 else ""
-    if stage not in {"before", "after"}:
-        sys.exit("usage: migrate.py before|after")
-    sys.exit(before(Path.cwd()) if stage == "before" else after(Path.cwd()))
+    if len(sys.argv) != 4 or sys.argv[1] not in {"before", "after"}:
+        sys.exit("usage: migrate.py before|after TEMPLATE ANSWERS_FILE")
+    stage, template, answers_file = sys.argv[1:]
+    project = Path.cwd()
+    sys.exit(before(project, template, answers_file) if stage == "before" else after(project))

@@ -786,7 +786,7 @@ def registry_state(project: Project) -> dict[str, Any]:
     """Aliases, and every version with its tags and its run's metrics, from MLflow."""
     script = f"""
 import json
-from {project.package} import config, tracking
+from {project.package}.mlops import config, tracking
 client = tracking.client()
 model = client.get_registered_model(config.MODEL_NAME)
 versions = client.search_model_versions(f"name = '{{config.MODEL_NAME}}'")
@@ -801,7 +801,7 @@ print(json.dumps({{
 
 def set_alias(project: Project, alias: str, version: str) -> None:
     script = (
-        f"from {project.package} import config, tracking\n"
+        f"from {project.package}.mlops import config, tracking\n"
         f"tracking.client().set_registered_model_alias(config.MODEL_NAME, {alias!r}, {version!r})"
     )
     project.python("-c", script)

@@ -63,7 +63,9 @@ def main() -> int:
             noop.append(seconds)
             for stage in ("ingest", "validate", "features", "train", "evaluate", "register"):
                 started = time.perf_counter()
-                project.python("-m", f"{project.package}.{stage}")
+                owned = (project.path / "src" / project.package / f"{stage}.py").is_file()
+                module = stage if owned else f"mlops.{stage}"  # the user's, or the template's
+                project.python("-m", f"{project.package}.{module}")
                 stages.setdefault(stage, []).append(time.perf_counter() - started)
             shutil.rmtree(destination.parent)
 

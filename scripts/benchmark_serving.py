@@ -111,7 +111,7 @@ def load_average() -> str:
 REGISTRY_SNIPPET = """
 import json, sys
 import mlflow.pyfunc
-from {package} import config, tracking
+from {package}.mlops import config, tracking
 
 name, client = config.MODEL_NAME, tracking.client()
 out = {{"name": name, "uri": tracking.tracking_uri(), "models": {{}}}}

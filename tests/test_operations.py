@@ -383,7 +383,9 @@ def test_the_audit_trail_holds_every_decision_and_finds_tampering(
                 )
                 code, said = done["code"], done["said"]
             else:  # the chain alone (no registry: faster)
-                found = project.python("-m", f"{project.package}.mlops.audit", "--offline", check=False)
+                found = project.python(
+                    "-m", f"{project.package}.mlops.audit", "--offline", check=False
+                )
                 code, said = found.returncode, found.stdout
             assert code != 0 and "FAILED verification" in said, how
         assert "rewrites entry 1, which commit" in said, said
@@ -413,7 +415,7 @@ def meddling(project: Project, meddle: str, undo: str) -> dict[str, Any]:
     ``undo``; its exit code, what it said, and the meddling's ``other``, if it set one."""
     script = (
         "import contextlib, io, json\n"
-        f"from {project.package} import audit, config, tracking\n"
+        f"from {project.package}.mlops import audit, config, tracking\n"
         "client, name, other = tracking.client(), config.MODEL_NAME, None\n"
         f"{meddle}"
         "said = io.StringIO()\n"

@@ -69,7 +69,7 @@ def registry(project: Project, *, uri: str | None = None) -> dict[str, Any]:
     script = f"""
 import json, sys
 from mlflow import MlflowClient
-from {project.package} import config, tracking
+from {project.package}.mlops import config, tracking
 client = tracking.client()
 runs = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
 versions = client.search_model_versions(f"name = '{{config.MODEL_NAME}}'")
@@ -160,7 +160,8 @@ def test_a_clean_repro_runs_every_stage(pipeline: Project) -> None:
     lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
     assert list(lock["stages"]) == list(pipeline_stages(pipeline))
     for stage in pipeline_stages(pipeline):
-        assert lock["stages"][stage]["cmd"] == f"python -m {pipeline.package}.{stage}"
+        module = stage_module(pipeline, stage)
+        assert lock["stages"][stage]["cmd"] == f"python -m {pipeline.package}.{module}"
     metrics = pipeline.python("-m", "dvc", "metrics", "show", "--json").stdout
     assert "accuracy" in metrics and "roc_auc" in metrics
     plots = pipeline.python("-m", "dvc", "plots", "show", "--json").stdout
@@ -258,10 +259,10 @@ def test_the_registered_model_loads_and_predicts_as_the_pipeline_s(
     assert version is not None, predicted.stderr
     script = (
         "import sys, pandas as pd\n"
-        f"from {pipeline.package} import config, tracking\n"
+        f"from {pipeline.package}.mlops import config, registered\n"
         f"from {pipeline.package}.predict import predict\n"
         f"from {pipeline.package}.mlops.contract import load, read_frame\n"
-        "model = tracking.load_registered(config.MODEL_NAME, sys.argv[1])\n"
+        "model = registered.load_registered(config.MODEL_NAME, sys.argv[1])\n"
         "rows = read_frame(sys.argv[2], load())\n"
         "predict(model, rows, load()).to_csv(sys.argv[3], index=False)\n"
     )
@@ -332,11 +333,12 @@ def test_an_experiment_with_another_model_family_changes_the_metrics(
         test_set = pipeline.path / "data" / "processed" / "test.csv"
         script = (
             "import sys\n"
-            f"from {pipeline.package} import config, tracking, train\n"
+            f"from {pipeline.package} import train\n"
+            f"from {pipeline.package}.mlops import config, registered\n"
             f"from {pipeline.package}.mlops.contract import load, model_input, read_frame\n"
             "contract = load()\n"
             "rows = model_input(read_frame(sys.argv[2], contract), contract)\n"
-            "served = tracking.load_registered(config.MODEL_NAME, sys.argv[1])\n"
+            "served = registered.load_registered(config.MODEL_NAME, sys.argv[1])\n"
             "made = train.load_model(config.MODEL_FILE)\n"
             "print(type(served.steps[-1][1]).__name__)\n"
             "print((served.predict(rows) == made.predict(rows)).all())\n"
