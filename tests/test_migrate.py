@@ -68,44 +68,37 @@ def update(migrate: ModuleType, project: Path, new: dict[str, str]) -> None:
 
 OLD = "def a():\n    return 1\n\n\ndef b():\n    return 2\n"
 NEW = "def a():\n    return 1\n\n\ndef b():\n    return 3\n"  # the template's own change
+DRIFT, MOVED = f"src/{PACKAGE}/drift.py", f"src/{PACKAGE}/mlops/drift.py"
+
+
+def moved_drift(migrate: ModuleType, tmp_path: Path, ours: str) -> tuple[Path, str]:
+    """The project after an update that moved drift.py, which the user holds as ``ours``
+    (the old template rendered OLD there, the new one renders NEW at MOVED); the module at
+    its new path."""
+    project = project_with(tmp_path, {DRIFT: ours}, {DRIFT: OLD})
+    update(migrate, project, {MOVED: NEW})
+    return project, (project / MOVED).read_text()
 
 
 def test_an_edit_follows_the_module_it_was_made_in(
     migrate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ours = OLD.replace("return 1", "return 10")
-    project = project_with(
-        tmp_path, {f"src/{PACKAGE}/drift.py": ours}, {f"src/{PACKAGE}/drift.py": OLD}
-    )
-    update(migrate, project, {f"src/{PACKAGE}/mlops/drift.py": NEW})
-    merged = (project / f"src/{PACKAGE}/mlops/drift.py").read_text()
+    project, merged = moved_drift(migrate, tmp_path, OLD.replace("return 1", "return 10"))
     assert "return 10" in merged and "return 3" in merged and "<<<<<<<" not in merged
-    assert not (project / f"src/{PACKAGE}/drift.py").exists()
-    said = capsys.readouterr().err
-    assert (
-        f"your edits to src/{PACKAGE}/drift.py are merged into src/{PACKAGE}/mlops/drift.py" in said
-    )
+    assert not (project / DRIFT).exists()
+    assert f"your edits to {DRIFT} are merged into {MOVED}" in capsys.readouterr().err
 
 
 def test_a_clash_is_marked_and_reported(
     migrate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ours = OLD.replace("return 2", "return 20")
-    project = project_with(
-        tmp_path, {f"src/{PACKAGE}/drift.py": ours}, {f"src/{PACKAGE}/drift.py": OLD}
-    )
-    update(migrate, project, {f"src/{PACKAGE}/mlops/drift.py": NEW})
-    merged = (project / f"src/{PACKAGE}/mlops/drift.py").read_text()
+    _, merged = moved_drift(migrate, tmp_path, OLD.replace("return 2", "return 20"))
     assert "<<<<<<< yours" in merged and "return 20" in merged and "return 3" in merged
     assert "resolve the conflict markers" in capsys.readouterr().err
 
 
 def test_an_unedited_module_is_left_to_the_update(migrate: ModuleType, tmp_path: Path) -> None:
-    project = project_with(
-        tmp_path, {f"src/{PACKAGE}/drift.py": OLD}, {f"src/{PACKAGE}/drift.py": OLD}
-    )
-    update(migrate, project, {f"src/{PACKAGE}/mlops/drift.py": NEW})
-    assert (project / f"src/{PACKAGE}/mlops/drift.py").read_text() == NEW
+    assert moved_drift(migrate, tmp_path, OLD)[1] == NEW
 
 
 def test_a_file_the_old_template_never_rendered_is_the_user_s(
