@@ -86,7 +86,9 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     Capability("has_data_contract", 0,
                "one data contract names the data; `make contract` infers it from a file", (
-        "data/contract.yaml", "src/{package}/mlops/contract.py",
+        "data/contract.yaml", "src/{package}/mlops/contract.py", "src/{package}/mlops/frames.py",
+        "src/{package}/mlops/sources.py", "src/{package}/mlops/scan.py",
+        "src/{package}/mlops/infer_contract.py",
         "src/{package}/mlops/suspects.py",
     )),
     Capability("has_both_tasks", 0, "classification (text labels) and regression alike"),
@@ -178,7 +180,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     # Level 4: full automated operations.
     Capability("has_drift_detection", 4,
                "per-feature and prediction drift of the served traffic: JSON, HTML, metrics", (
-        "src/{package}/mlops/drift.py", "src/{package}/mlops/monitor.py",
+        "src/{package}/mlops/drift/*", "src/{package}/mlops/monitor.py",
         "src/{package}/mlops/window.py", "src/{package}/mlops/verdict.py",
         "src/{package}/mlops/publish.py",
         "src/{package}/mlops/simulate.py",

@@ -12,8 +12,8 @@ So, on every update (Copier runs this with its own Python, in the project):
 - ``after``: each one kept aside is merged three ways into the module at its new path
   (``git merge-file``): the user's edits land there, and where they clash with the
   template's own changes, conflict markers show both, as Copier shows any conflict.
-  Each is reported on standard error. A module the template dropped altogether is
-  restored at its old path, and reported.
+  Each is reported on standard error. A module the template dropped, or split into a
+  package of several, is restored at its old path, and reported.
 
 Usage (in the project, with Copier importable; copier.yml passes the template's local
 clone, which holds its history, and the answers file's path):
@@ -37,8 +37,13 @@ MOVED_TO_MLOPS = (
     "maturity", "monitor", "plots", "profile", "promote", "register", "retrain", "schema",
     "simulate", "suspects", "tracking", "validate",
 )  # fmt: skip
+# And the modules it split into a package of one job per module: there is no one file
+# for the user's edits to go to.
+SPLIT_INTO_PACKAGES = ("drift",)
 MOVES = {
-    f"src/{{package}}/{name}.py": f"src/{{package}}/mlops/{name}.py" for name in MOVED_TO_MLOPS
+    f"src/{{package}}/{name}.py": f"src/{{package}}/mlops/{name}"
+    + ("/" if name in SPLIT_INTO_PACKAGES else ".py")
+    for name in MOVED_TO_MLOPS
 }
 
 
@@ -116,9 +121,10 @@ def after(project: Path) -> int:
         if not target.is_file():
             (project / old).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(yours, project / old)
+            now = f"split {old} into {new}/" if target.is_dir() else f"no longer has {old}"
             print(
-                f"copier update: the template no longer has {old}; your edited copy is kept"
-                " there, and nothing imports it any more",
+                f"copier update: the template {now}; your edited copy is kept at {old},"
+                " and nothing imports it any more",
                 file=sys.stderr,
             )
             continue

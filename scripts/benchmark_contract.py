@@ -67,7 +67,7 @@ if what == "pandas":
     call = lambda: pandas.read_csv(path, engine="pyarrow")
 elif what == "infer":
     import importlib
-    contract = importlib.import_module(f"{package}.mlops.contract")
+    contract = importlib.import_module(f"{package}.mlops.infer_contract")
     call = lambda: contract.infer(path, sys.argv[4])
 else:
     call = lambda: pyarrow.csv.read_csv(path)
@@ -87,11 +87,11 @@ print(json.dumps({"seconds": seconds, "peak": peak, "imports": imports, **extra}
 MEASURES = {
     "pyarrow": "`pyarrow.csv.read_csv(path)` (the whole table)",
     "pandas": '`pandas.read_csv(path, engine="pyarrow")`',
-    "infer": "`contract.infer(path, target)` (one streamed pass)",
+    "infer": "`infer_contract.infer(path, target)` (one streamed pass)",
 }
 # Each in the plot: inference is ours; reading the file whole is what it is compared with.
 KINDS = {"pyarrow": "floor", "pandas": "peer", "infer": "ours"}
-LABELS = {"pyarrow": "pyarrow read_csv", "pandas": "pandas read_csv", "infer": "contract.infer"}
+LABELS = {"pyarrow": "pyarrow read_csv", "pandas": "pandas read_csv", "infer": "infer_contract.infer"}
 
 
 def write_csv(path: Path, rows: int, seed: int = 0) -> None:

@@ -1,9 +1,9 @@
-"""Benchmark the level-4 projects' drift check (drift.py) against Evidently's data-drift
+"""Benchmark the level-4 projects' drift check (mlops/drift) against Evidently's data-drift
 report on the same data, side by side in one run.
 
 Both sides run in environments of their own, made under .cache/ on first use with uv
-(Evidently does not import with pandas 3, so it gets pandas<3; drift.py runs on the
-generated projects' pins). drift.py is loaded from the template itself.
+(Evidently does not import with pandas 3, so it gets pandas<3; mlops/drift runs on
+the generated projects' pins). mlops/drift is rendered from the template itself.
 
 Runs both sides as subprocesses on data written once as ``.npz`` files:
 
@@ -45,8 +45,8 @@ CACHE = ROOT / ".cache"
 sys.path.insert(0, str(ROOT / "harness"))
 import plots  # noqa: E402
 
-DRIFT_MODULE = (
-    ROOT / "template/src/{{ package_name }}/mlops/{% if has_drift_detection %}drift.py{% endif %}"
+DRIFT_PACKAGE = (
+    ROOT / "template/src/{{ package_name }}/mlops/{% if has_drift_detection %}drift{% endif %}"
 )
 # The generated projects' pins (template/pyproject.toml.jinja) for our side; Evidently's own.
 OURS_PACKAGES = ["numpy==2.4.6", "pandas==3.1.1", "pyarrow==26.0.1", "scipy==1.17.1"]
@@ -131,7 +131,7 @@ def dataset_spec(name: str) -> tuple[list[str], dict[str, str]]:
 def make_frame(
     name: str, n: int, seed: int, shifted: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Generate one side of a dataset: columns and their drift.py kinds."""
+    """Generate one side of a dataset: columns and their drift kinds."""
     rng = np.random.default_rng(seed)
     cols, shifts = dataset_spec(name)
     data: dict[str, np.ndarray] = {}
@@ -219,25 +219,43 @@ def _frame_chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
         yield frame.iloc[start : start + size]
 
 
+def render_drift(folder: Path) -> str:
+    """Render the template's mlops/drift package (its modules import each other by the
+    project's package name) into ``folder``, under the package name ``bench``."""
+    import jinja2
+
+    package = folder / "bench"
+    (package / "mlops" / "drift").mkdir(parents=True, exist_ok=True)
+    for init in (package / "__init__.py", package / "mlops" / "__init__.py"):
+        init.write_text("")
+    for source in DRIFT_PACKAGE.iterdir():
+        text = jinja2.Template(source.read_text()).render(package_name="bench")
+        (package / "mlops" / "drift" / source.name.removesuffix(".jinja")).write_text(text)
+    return str(folder)
+
+
+def load_drift(folder: str) -> Any:
+    """The rendered drift package's public names, in one namespace."""
+    import importlib
+    import types
+
+    sys.path.insert(0, folder)
+    names: dict[str, Any] = {}
+    for module in ("columns", "statistics", "reference", "report", "accumulate"):
+        loaded = importlib.import_module(f"bench.mlops.drift.{module}")
+        names.update({k: v for k, v in vars(loaded).items() if not k.startswith("_")})
+    return types.SimpleNamespace(**names)
+
+
 def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
-    """Time drift.py on the files given in ``args``; report verdicts and memory."""
-    import importlib.machinery
-    import importlib.util
-
-    # The template's file has no .py suffix (Copier renders its name): load it as source.
-    loader = importlib.machinery.SourceFileLoader("drift", str(DRIFT_MODULE))
-    spec = importlib.util.spec_from_loader("drift", loader)
-    assert spec and spec.loader
-    drift = importlib.util.module_from_spec(spec)
-    sys.modules["drift"] = drift
-    spec.loader.exec_module(drift)
-
+    """Time mlops/drift on the files given in ``args``; report verdicts and memory."""
     meta = json.loads(args.meta)
+    drift = load_drift(meta["drift"])
     ref = load_frame(meta["ref"])
     cur = load_frame(meta["cur"])
     kinds = meta["kinds"]
 
-    def run(chunks: Callable[[], Any]) -> drift.Report:
+    def run(chunks: Callable[[], Any]) -> Any:
         reference = drift.Reference.build(ref, kinds)
         acc = drift.Accumulator(reference)
         for chunk in chunks():
@@ -446,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in [int(s) for s in args.sizes.split(",")]:
         for name in args.datasets.split(","):
             meta = prepare(args.workdir, name, args.ref_rows, size, args.seed)
+            meta["drift"] = render_drift(args.workdir / "drift-package")
             print(f"[{name} {size:,}] ours ...", file=sys.stderr, flush=True)
             ours = _call_worker(ours_python, "ours", meta, args, args.repeat)
             ev = None
@@ -528,7 +547,7 @@ def draw(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> Pa
     bars = []
     for r in rows:
         case = f"{r['dataset']}, {r['rows']:,} rows"
-        bars.append(plots.Bar(f"{case}: drift.py", r["ours"]["seconds"]))
+        bars.append(plots.Bar(f"{case}: mlops/drift", r["ours"]["seconds"]))
         if r["evidently"]:
             bars.append(plots.Bar(f"{case}: Evidently", r["evidently"]["seconds"], "peer"))
     panel = plots.Panel("seconds (best run)", bars, " s", log=True, digits=2)

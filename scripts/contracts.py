@@ -34,7 +34,7 @@ def infer_all(scratch: Path) -> dict[str, str]:
         output = scratch / f"{dataset.name}.yaml"
         project.python(
             "-m",
-            f"{project.package}.mlops.contract",
+            f"{project.package}.mlops.infer_contract",
             "--source",
             dataset.source,
             "--target",

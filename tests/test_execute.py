@@ -237,7 +237,8 @@ def test_ingest_is_repeatable_from_every_kind_of_source(trained: Project) -> Non
     copies = trained.path / "source.csv", trained.path / "source.parquet"
     trained.python(
         "-c",
-        f"from {trained.package}.mlops.contract import load, read_source\n"
+        f"from {trained.package}.mlops.contract import load\n"
+        f"from {trained.package}.mlops.sources import read_source\n"
         "frame = read_source(load().source)\n"
         f"frame.to_parquet({str(copies[1])!r}, index=False)\n"
         f"frame.sample(frac=1, random_state=1).to_csv({str(copies[0])!r}, index=False)\n",

@@ -68,14 +68,14 @@ def update(migrate: ModuleType, project: Path, new: dict[str, str]) -> None:
 
 OLD = "def a():\n    return 1\n\n\ndef b():\n    return 2\n"
 NEW = "def a():\n    return 1\n\n\ndef b():\n    return 3\n"  # the template's own change
-DRIFT, MOVED = f"src/{PACKAGE}/drift.py", f"src/{PACKAGE}/mlops/drift.py"
+CARD, MOVED = f"src/{PACKAGE}/card.py", f"src/{PACKAGE}/mlops/card.py"
 
 
-def moved_drift(migrate: ModuleType, tmp_path: Path, ours: str) -> tuple[Path, str]:
-    """The project after an update that moved drift.py, which the user holds as ``ours``
+def moved_card(migrate: ModuleType, tmp_path: Path, ours: str) -> tuple[Path, str]:
+    """The project after an update that moved card.py, which the user holds as ``ours``
     (the old template rendered OLD there, the new one renders NEW at MOVED); the module at
     its new path."""
-    project = project_with(tmp_path, {DRIFT: ours}, {DRIFT: OLD})
+    project = project_with(tmp_path, {CARD: ours}, {CARD: OLD})
     update(migrate, project, {MOVED: NEW})
     return project, (project / MOVED).read_text()
 
@@ -83,22 +83,22 @@ def moved_drift(migrate: ModuleType, tmp_path: Path, ours: str) -> tuple[Path, s
 def test_an_edit_follows_the_module_it_was_made_in(
     migrate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    project, merged = moved_drift(migrate, tmp_path, OLD.replace("return 1", "return 10"))
+    project, merged = moved_card(migrate, tmp_path, OLD.replace("return 1", "return 10"))
     assert "return 10" in merged and "return 3" in merged and "<<<<<<<" not in merged
-    assert not (project / DRIFT).exists()
-    assert f"your edits to {DRIFT} are merged into {MOVED}" in capsys.readouterr().err
+    assert not (project / CARD).exists()
+    assert f"your edits to {CARD} are merged into {MOVED}" in capsys.readouterr().err
 
 
 def test_a_clash_is_marked_and_reported(
     migrate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, merged = moved_drift(migrate, tmp_path, OLD.replace("return 2", "return 20"))
+    _, merged = moved_card(migrate, tmp_path, OLD.replace("return 2", "return 20"))
     assert "<<<<<<< yours" in merged and "return 20" in merged and "return 3" in merged
     assert "resolve the conflict markers" in capsys.readouterr().err
 
 
 def test_an_unedited_module_is_left_to_the_update(migrate: ModuleType, tmp_path: Path) -> None:
-    assert moved_drift(migrate, tmp_path, OLD)[1] == NEW
+    assert moved_card(migrate, tmp_path, OLD)[1] == NEW
 
 
 def test_a_file_the_old_template_never_rendered_is_the_user_s(
@@ -124,3 +124,13 @@ def test_a_module_the_template_dropped_comes_back_where_it_was(
     update(migrate, project, {})
     assert (project / f"src/{PACKAGE}/plots.py").read_text() == ours
     assert "the template no longer has" in capsys.readouterr().err
+
+
+def test_a_module_the_template_split_comes_back_where_it_was(
+    migrate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ours, drift = OLD + "\n\n# ours\n", f"src/{PACKAGE}/drift.py"
+    project = project_with(tmp_path, {drift: ours}, {drift: OLD})
+    update(migrate, project, {f"src/{PACKAGE}/mlops/drift/report.py": NEW})
+    assert (project / drift).read_text() == ours
+    assert f"the template split {drift} into src/{PACKAGE}/mlops/drift/" in capsys.readouterr().err
