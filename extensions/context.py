@@ -138,6 +138,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     Capability("has_registry", 2, "every gated run registers a version with lineage tags", (
         "src/{package}/mlops/register.py", "src/{package}/mlops/registered.py",
+        "src/{package}/mlops/params.py",
         "tests/test_register.py",
     )),
     Capability("has_model_gate", 2, "beat the trivial baseline by a margin before registering"),

@@ -91,7 +91,11 @@ MEASURES = {
 }
 # Each in the plot: inference is ours; reading the file whole is what it is compared with.
 KINDS = {"pyarrow": "floor", "pandas": "peer", "infer": "ours"}
-LABELS = {"pyarrow": "pyarrow read_csv", "pandas": "pandas read_csv", "infer": "infer_contract.infer"}
+LABELS = {
+    "pyarrow": "pyarrow read_csv",
+    "pandas": "pandas read_csv",
+    "infer": "infer_contract.infer",
+}
 
 
 def write_csv(path: Path, rows: int, seed: int = 0) -> None:

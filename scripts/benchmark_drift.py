@@ -234,12 +234,23 @@ def render_drift(folder: Path) -> str:
     return str(folder)
 
 
-def load_drift(folder: str) -> Any:
-    """The rendered drift package's public names, in one namespace."""
+def shipped_thresholds() -> dict[str, Any]:
+    """The drift thresholds a level-4 project ships with: its params.yaml's ``monitor``
+    section, rendered from the template (their one home)."""
+    import jinja2
+    import yaml
+
+    text = (ROOT / "template" / "params.yaml.jinja").read_text()
+    monitor = yaml.safe_load(jinja2.Template(text).render(has_drift_detection=True))["monitor"]
+    return {key: monitor[key] for key in ("psi", "missing_rise", "min_rows")}
+
+
+def load_drift() -> Any:
+    """The rendered drift package's public names (the worker runs with its folder on
+    PYTHONPATH), in one namespace."""
     import importlib
     import types
 
-    sys.path.insert(0, folder)
     names: dict[str, Any] = {}
     for module in ("columns", "statistics", "reference", "report", "accumulate"):
         loaded = importlib.import_module(f"bench.mlops.drift.{module}")
@@ -250,7 +261,7 @@ def load_drift(folder: str) -> Any:
 def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     """Time mlops/drift on the files given in ``args``; report verdicts and memory."""
     meta = json.loads(args.meta)
-    drift = load_drift(meta["drift"])
+    drift = load_drift()
     ref = load_frame(meta["ref"])
     cur = load_frame(meta["cur"])
     kinds = meta["kinds"]
@@ -260,7 +271,7 @@ def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
         acc = drift.Accumulator(reference)
         for chunk in chunks():
             acc.update(chunk)
-        return acc.result(drift.Thresholds(alpha=args.alpha))
+        return acc.result(drift.Thresholds(alpha=args.alpha, **meta["thresholds"]))
 
     def in_memory() -> Iterator[pd.DataFrame]:
         return _frame_chunks(cur, args.chunk)
@@ -396,6 +407,8 @@ def _call_worker(
     if args.csv and mode == "ours":
         cmd.append("--csv")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if mode == "ours":
+        env["PYTHONPATH"] = meta["drift"]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=args.timeout, env=env, check=False
     )
@@ -465,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.datasets.split(","):
             meta = prepare(args.workdir, name, args.ref_rows, size, args.seed)
             meta["drift"] = render_drift(args.workdir / "drift-package")
+            meta["thresholds"] = shipped_thresholds()
             print(f"[{name} {size:,}] ours ...", file=sys.stderr, flush=True)
             ours = _call_worker(ours_python, "ours", meta, args, args.repeat)
             ev = None

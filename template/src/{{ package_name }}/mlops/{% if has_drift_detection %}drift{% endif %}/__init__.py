@@ -6,7 +6,7 @@
     accumulator = Accumulator(reference)
     for chunk in pd.read_csv("requests.csv", chunksize=100_000):
         accumulator.update(chunk)
-    report = accumulator.result(Thresholds())
+    report = accumulator.result(thresholds)  # params.yaml monitor: params.MonitorParams
     print(report.drifted_features, report.to_json())
 
 The reference is summarised once; the window is consumed chunk by chunk into fixed-size
