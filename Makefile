@@ -1,5 +1,6 @@
 # The template's own tasks. `make` lists them. Everything runs in .venv, which
-# `make setup` creates from pyproject.toml's pinned dev group (and tests/tools for Node).
+# `make setup` creates from pyproject.toml's pinned dev group, with the test harness
+# (harness/: the mlops_harness package, editable), and tests/tools for Node.
 .DEFAULT_GOAL := help
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,9 +18,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 .PHONY: setup
-setup: $(BIN)/python ## Create .venv with the pinned tools, and the Node test tools
+setup: $(BIN)/python ## Create .venv with the pinned tools and the harness, and the Node test tools
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --group dev
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --group dev --editable ./harness
 	npm ci --prefix tests/tools --no-audit --no-fund --silent
 
 .PHONY: demo

@@ -26,10 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "harness"))
-import plots  # noqa: E402
-from support import Project, own_data_project, run  # noqa: E402
+from mlops_harness import plots
+from mlops_harness.paths import ROOT
+from mlops_harness.processes import run
+from mlops_harness.projects import Project, own_data_project
 
 TARGET = "label"
 FLOATS = 24

@@ -39,11 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-CACHE = ROOT / ".cache"
-sys.path.insert(0, str(ROOT / "harness"))
-import plots  # noqa: E402
+from mlops_harness import plots
+from mlops_harness.paths import CACHE, ROOT
 
 DRIFT_PACKAGE = (
     ROOT / "template/src/{{ package_name }}/mlops/{% if has_drift_detection %}drift{% endif %}"

@@ -20,22 +20,16 @@ import argparse
 import json
 import re
 import statistics
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import benchmark_serving as bench  # the sibling script: Python runs a script from its folder
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "harness"), str(ROOT / "scripts")]
-import benchmark_serving as bench  # noqa: E402
-from support import (  # noqa: E402
-    open_project,
-    render_project,
-    shared_project_env,
-    snapshot_template,
-)
+from mlops_harness.environments import shared_project_env
+from mlops_harness.projects import open_project
+from mlops_harness.rendering import render_project, snapshot_template
 
 # The families, in the order trained; the first is the project's default.
 FAMILIES = {

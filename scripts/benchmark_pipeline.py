@@ -18,16 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "harness"))
-import plots  # noqa: E402
-from support import (  # noqa: E402
-    Project,
-    installed,
-    render_project,
-    shared_project_env,
-    snapshot_template,
-)
+from mlops_harness import plots
+from mlops_harness.environments import shared_project_env
+from mlops_harness.paths import ROOT
+from mlops_harness.projects import Project, installed
+from mlops_harness.rendering import render_project, snapshot_template
 
 
 def timed(project: Project, *targets: str) -> tuple[float, str]:

@@ -51,22 +51,12 @@ from typing import Any
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "harness"))
-import plots  # noqa: E402
-from support import (  # noqa: E402
-    CACHE,
-    Project,
-    free_port,
-    open_project,
-    render_project,
-    run,
-    shared_project_env,
-    snapshot_template,
-    spawn,
-    stop_group,
-    tool,
-)
+from mlops_harness import plots
+from mlops_harness.environments import shared_project_env
+from mlops_harness.paths import CACHE, ROOT, tool
+from mlops_harness.processes import free_port, run, spawn, stop_group
+from mlops_harness.projects import Project, open_project
+from mlops_harness.rendering import render_project, snapshot_template
 
 LEVEL = 3
 MODELS = {"rf": "random forest (200 trees)", "lr": "logistic regression"}

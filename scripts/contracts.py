@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "harness"))
-from support import ladder, own_data_project, run, tool  # noqa: E402
+from mlops_harness.ladder import ladder
+from mlops_harness.paths import ROOT, tool
+from mlops_harness.processes import run
+from mlops_harness.projects import own_data_project
 
 
 def infer_all(scratch: Path) -> dict[str, str]:

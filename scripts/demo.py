@@ -24,9 +24,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "harness"))
-from support import free_port, ladder, render_project, wait_for_http  # noqa: E402
+from mlops_harness.ladder import ladder
+from mlops_harness.paths import ROOT
+from mlops_harness.processes import free_port
+from mlops_harness.rendering import render_project
+from mlops_harness.servers import wait_for_http
 
 
 def step(title: str, args: list[str], cwd: Path, env: dict[str, str], quiet: bool = False) -> None:

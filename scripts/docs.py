@@ -8,16 +8,13 @@ capability table in extensions/context.py, so that the docs cannot drift from th
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "harness"))
-from support import ladder  # noqa: E402
+from mlops_harness.ladder import ladder
+from mlops_harness.paths import ROOT
 
 REFERENCE = ROOT / "docs" / "reference.md"
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import html
 import re
 import shutil
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,15 +28,10 @@ from typing import Any
 import yaml
 from mkdocs.structure.files import File, Files
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "harness"))
-from support import (  # noqa: E402
-    git,
-    ladder,
-    render_project,
-    snapshot_template,
-    update_project,
-)
+from mlops_harness.ladder import ladder
+from mlops_harness.paths import ROOT
+from mlops_harness.processes import git
+from mlops_harness.rendering import render_project, snapshot_template, update_project
 
 TREE_SKIP = {".git"}
 

@@ -1,23 +1,20 @@
 """Fixtures: the template snapshot, one render per level, the shared project environment;
-and how the suite shares out over processes (pytest-xdist)."""
+and how the suite shares out over processes (pytest-xdist).
+
+Test modules get these by fixture injection and never import this file; the helpers they
+share are in the harness package (``mlops_harness``), which `make setup` installs."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import (
-    ProjectEnv,
-    render_project,
-    selected_levels,
-    shared_project_env,
-    snapshot_template,
-)
 
-Render = Callable[..., Path]
+from mlops_harness.environments import ProjectEnv, shared_project_env
+from mlops_harness.ladder import selected_levels
+from mlops_harness.rendering import Render, render_project, snapshot_template
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from support import ROOT, ladder, run, tool
+
+from mlops_harness.ladder import ladder
+from mlops_harness.paths import ROOT, tool
+from mlops_harness.processes import run
 
 pytestmark = pytest.mark.slow
 

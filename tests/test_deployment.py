@@ -23,18 +23,15 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Render
-from support import (
-    Project,
-    ProjectEnv,
-    git,
-    installed,
-    lowest_built_level_with,
-    registry_state,
-    serving,
-    set_alias,
-)
-from tools.promtool import Unavailable, promtool
+
+from mlops_harness.environments import ProjectEnv
+from mlops_harness.ladder import lowest_built_level_with
+from mlops_harness.processes import git
+from mlops_harness.projects import Project, installed
+from mlops_harness.promtool import Unavailable, promtool
+from mlops_harness.registry import registry_state, set_alias
+from mlops_harness.rendering import Render
+from mlops_harness.servers import serving
 
 pytestmark = pytest.mark.slow
 

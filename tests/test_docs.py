@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from support import ROOT, ladder, run, tool
+from mlops_harness.ladder import ladder
+from mlops_harness.paths import ROOT, tool
+from mlops_harness.processes import run
 
 
 def test_the_reference_is_generated_from_the_tables() -> None:

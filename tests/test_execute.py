@@ -1,7 +1,7 @@
 """The slow tier: each built level, rendered and run as its user runs it. Its own `make
 install` makes its own .venv (uv on PATH, as the README says; at one level pip, with no uv
 anywhere), then every command of its GUIDE.md's shell blocks runs, in order, as written,
-in a plain shell with no environment on PATH (harness/guide.py): install, data, training,
+in a plain shell with no environment on PATH (mlops_harness/guide.py): install, data, training,
 the service over real HTTP, predictions for a file, the project's own tests, lint and
 types, deployment and the monitors where the level has them. The checks below read what
 the guide's commands showed and left, and ask the service it left running."""
@@ -19,31 +19,24 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from conftest import Render
-from guide import Guide, commands, guided
-from support import (
-    CACHE,
+
+from mlops_harness.environments import UserShell
+from mlops_harness.guide import Guide, commands, guided
+from mlops_harness.ladder import run_id, selected_runs
+from mlops_harness.locks import installed_versions, locked_versions, not_as_locked, pinned_versions
+from mlops_harness.paths import CACHE, tool
+from mlops_harness.processes import git, run
+from mlops_harness.projects import (
     Project,
-    UserShell,
-    git,
-    installed_versions,
-    locked_versions,
-    not_as_locked,
     open_project,
-    pinned_versions,
     pipeline_stages,
-    png_colours,
     raw_data,
     recorded_md5,
-    run,
-    run_id,
-    screenshot,
-    selected_runs,
-    served_by,
     sha256,
-    tool,
-    wait_until_serving,
 )
+from mlops_harness.rendering import Render
+from mlops_harness.screenshots import png_colours, screenshot
+from mlops_harness.servers import served_by, wait_until_serving
 
 pytestmark = pytest.mark.slow
 

@@ -14,15 +14,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Render
-from support import (
-    Project,
-    ProjectEnv,
-    Server,
-    installed,
-    selected_levels,
-    serving,
-)
+
+from mlops_harness.environments import ProjectEnv
+from mlops_harness.ladder import selected_levels
+from mlops_harness.projects import Project, installed
+from mlops_harness.rendering import Render
+from mlops_harness.servers import Server, serving
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ its own `make image` from its own Dockerfile on a real Docker engine, passes its
 Below the registry the image serves the model baked into it (models/model.skops); with
 the registry it serves the registered model from the project's MLflow store, which the
 Makefile's SMOKE_ARGS mount into the container. Skipped, with the reason, where no engine
-can run (see tools/docker_engine.py: it starts one as root and builds the base image's
+can run (see mlops_harness/docker_engine.py: it starts one as root and builds the base image's
 stand-in where no registry serves it).
 """
 
@@ -24,24 +24,20 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from conftest import Render
-from support import (
+
+from mlops_harness.docker_engine import Engine, Unavailable, ensure_base_image, start_engine
+from mlops_harness.environments import ProjectEnv
+from mlops_harness.ladder import capabilities, ladder, questions, selected_levels
+from mlops_harness.locks import (
     INSTALLED,
-    Project,
-    ProjectEnv,
-    capabilities,
-    free_port,
-    installed,
-    ladder,
     locked_versions,
     normalised,
     not_as_locked,
     pinned_versions,
-    questions,
-    run,
-    selected_levels,
 )
-from tools.docker_engine import Engine, Unavailable, ensure_base_image, start_engine
+from mlops_harness.processes import free_port, run
+from mlops_harness.projects import Project, installed
+from mlops_harness.rendering import Render
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Render
-from support import capabilities, ladder, run, selected_levels, tool
+
+from mlops_harness.ladder import capabilities, ladder, selected_levels
+from mlops_harness.paths import tool
+from mlops_harness.processes import run
+from mlops_harness.rendering import Render
 
 KUBERNETES = Path("deploy") / "kubernetes"
 ENVIRONMENTS = ("staging", "production")

@@ -10,17 +10,13 @@ guide runs.)
 from __future__ import annotations
 
 import pytest
-from conftest import Render
-from support import (
-    Project,
-    ProjectEnv,
-    git,
-    installed,
-    installed_versions,
-    locked_versions,
-    run,
-    selected_levels,
-)
+
+from mlops_harness.environments import ProjectEnv
+from mlops_harness.ladder import selected_levels
+from mlops_harness.locks import installed_versions, locked_versions
+from mlops_harness.processes import git, run
+from mlops_harness.projects import Project, installed
+from mlops_harness.rendering import Render
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ladder, run
+
+from mlops_harness.ladder import ladder
+from mlops_harness.processes import run
 
 # What a fresh render cannot have yet: each needs `make install` (the lock CI installs
 # from), `make data` or `make train` first.

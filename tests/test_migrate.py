@@ -13,7 +13,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from support import ROOT, git
+
+from mlops_harness.paths import ROOT
+from mlops_harness.processes import git
 
 PACKAGE = "pkg"
 

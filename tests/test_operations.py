@@ -40,23 +40,16 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
-from conftest import Render
-from support import (
-    Project,
-    ProjectEnv,
-    Server,
-    appended,
-    git,
-    lowest_built_level_with,
-    png_colours,
-    registry_state,
-    run,
-    screenshot,
-    serving,
-    set_alias,
-    trained_project,
-)
-from tools.promtool import Unavailable, promtool
+
+from mlops_harness.environments import ProjectEnv
+from mlops_harness.ladder import lowest_built_level_with
+from mlops_harness.processes import appended, git, run
+from mlops_harness.projects import Project, trained_project
+from mlops_harness.promtool import Unavailable, promtool
+from mlops_harness.registry import registry_state, set_alias
+from mlops_harness.rendering import Render
+from mlops_harness.screenshots import png_colours, screenshot
+from mlops_harness.servers import Server, serving
 
 pytestmark = pytest.mark.slow
 

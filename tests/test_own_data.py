@@ -2,7 +2,7 @@
 template goes from `copier copy` to a served prediction with `make contract` and no
 other edit, at the highest built level. As a user does it: docs/your-data.md's commands,
 then the project's GUIDE.md, every command as written, in a plain shell with the
-project's own .venv (see harness/guide.py)."""
+project's own .venv (see mlops_harness/guide.py)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,15 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
-from guide import Guide, commands, guided, user_env
-from support import (
-    AWKWARD_TARGET,
-    ROOT,
-    Project,
-    UserShell,
-    appended,
-    awkward_table,
-    open_project,
-    selected_levels,
-    served_by,
-    wait_until_serving,
-)
+
+from mlops_harness.data import AWKWARD_TARGET, awkward_table
+from mlops_harness.environments import UserShell, user_env
+from mlops_harness.guide import Guide, commands, guided
+from mlops_harness.ladder import selected_levels
+from mlops_harness.paths import ROOT
+from mlops_harness.processes import appended
+from mlops_harness.projects import Project, open_project
+from mlops_harness.servers import served_by, wait_until_serving
 
 pytestmark = pytest.mark.slow
 

@@ -16,29 +16,22 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
-from conftest import Render
-from support import (
-    CACHE,
+
+from mlops_harness.environments import ProjectEnv
+from mlops_harness.ladder import selected_levels
+from mlops_harness.paths import CACHE, exclusive, tool
+from mlops_harness.processes import free_port, git, run, spawn, stop_group
+from mlops_harness.projects import (
     Project,
-    ProjectEnv,
-    exclusive,
-    free_port,
-    git,
     installed,
     pipeline_stages,
-    png_colours,
     raw_data,
     recorded_md5,
-    run,
-    screenshot,
-    selected_levels,
-    served_by,
     sha256,
-    spawn,
-    stop_group,
-    tool,
-    wait_for_http,
 )
+from mlops_harness.rendering import Render
+from mlops_harness.screenshots import png_colours, screenshot
+from mlops_harness.servers import served_by, wait_for_http
 
 pytestmark = pytest.mark.slow
 

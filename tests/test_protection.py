@@ -28,17 +28,14 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from conftest import Render
-from support import (
-    Project,
-    ProjectEnv,
-    Server,
-    appended,
-    lowest_built_level_with,
-    registry_state,
-    serving,
-    trained_project,
-)
+
+from mlops_harness.environments import ProjectEnv
+from mlops_harness.ladder import lowest_built_level_with
+from mlops_harness.processes import appended
+from mlops_harness.projects import Project, trained_project
+from mlops_harness.registry import registry_state
+from mlops_harness.rendering import Render
+from mlops_harness.servers import Server, serving
 
 pytestmark = pytest.mark.slow
 

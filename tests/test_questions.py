@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from copier.errors import CopierAnswersInterrupt, UserMessageError
-from support import choices, ladder, questions, render_project
+
+from mlops_harness.ladder import choices, ladder, questions
+from mlops_harness.rendering import render_project
 
 BAD_ANSWERS = [
     ("project_name", "", "must start with a letter"),

@@ -11,8 +11,11 @@ import re
 from pathlib import Path
 
 import pytest
-from guide import SYSTEM_PATH, user_env
-from support import ladder, run, snapshot_template
+
+from mlops_harness.environments import SYSTEM_PATH, user_env
+from mlops_harness.ladder import ladder
+from mlops_harness.processes import run
+from mlops_harness.rendering import snapshot_template
 
 pytestmark = pytest.mark.slow
 

@@ -20,21 +20,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import (
-    GIT_ENV,
-    ROOT,
-    ProjectEnv,
-    git,
-    installed,
-    render_project,
-    rendered_files,
-    run,
-    update_project,
-)
-from test_update import CONFLICT, OWN_COMMENT, OWN_README, OWN_TARGET, append, edit
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from release_tags import Release, read_record
+from mlops_harness.edits import CONFLICT, OWN_COMMENT, OWN_README, OWN_TARGET, append, edit
+from mlops_harness.environments import ProjectEnv
+from mlops_harness.paths import ROOT
+from mlops_harness.processes import GIT_ENV, git, run
+from mlops_harness.projects import installed
+from mlops_harness.releases import Release, read_record
+from mlops_harness.rendering import render_project, rendered_files, update_project
 
 pytestmark = pytest.mark.slow
 

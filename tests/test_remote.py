@@ -13,20 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Render
-from support import (
-    UserShell,
-    free_port,
-    git,
-    installed,
-    locked_versions,
-    raw_data,
-    run,
-    spawn,
-    stop_group,
-    tool,
-    wait_for_http,
-)
+
+from mlops_harness.environments import UserShell
+from mlops_harness.locks import locked_versions
+from mlops_harness.paths import tool
+from mlops_harness.processes import free_port, git, run, spawn, stop_group
+from mlops_harness.projects import installed, raw_data
+from mlops_harness.rendering import Render
+from mlops_harness.servers import wait_for_http
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Render
-from support import ROOT, capabilities, dataset_named, ladder, rendered_files, run, tool
+
+from mlops_harness.ladder import capabilities, dataset_named, ladder
+from mlops_harness.paths import ROOT, tool
+from mlops_harness.processes import run
+from mlops_harness.rendering import Render, rendered_files
 
 TEMPLATE = ROOT / "template"
 

@@ -9,7 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-from support import ROOT, capabilities, ladder, run
+
+from mlops_harness.ladder import capabilities, ladder
+from mlops_harness.paths import ROOT
+from mlops_harness.processes import run
 
 pytestmark = pytest.mark.slow
 

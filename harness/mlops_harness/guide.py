@@ -1,5 +1,5 @@
 """A generated project's guide, executed as a user would follow it: every command of its
-shell blocks, in order, in a plain shell (see ``user_env``).
+shell blocks, in order, in a plain shell (see ``environments.user_env``).
 
 The guide marks what a plain run cannot show by itself, in a comment after the command,
 which a reader sees too (the guide's opening paragraph says what they mean):
@@ -20,10 +20,8 @@ that guides run side by side.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from support import CACHE, GIT_ENV, free_port, stop_group
+
+from mlops_harness.processes import free_port, stop_group
 
 BLOCK = re.compile(r"^```(?:bash|sh)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 COMMENT = re.compile(r"\s{2,}#\s(.*)$")  # a comment: two spaces or more, then "# "
@@ -82,38 +81,6 @@ def commands(markdown: str) -> list[Command]:
             text = line[: comment.start()] if comment else line
             found.append(Command(block, text.strip(), comment.group(1).strip() if comment else ""))
     return found
-
-
-def user_bin() -> Path:
-    """A folder with uv and copier alone: what a user has on PATH after `pipx install uv`
-    and the README's `pipx install copier && pipx inject copier copier-template-extensions`
-    (the template's own environment has both)."""
-    folder = CACHE / "user-bin"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("uv", "copier"):
-        link = folder / name
-        if not link.exists():
-            link.symlink_to(Path(sys.executable).parent / name)
-    return folder
-
-
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def user_env(uv: bool = True, **extra: str) -> dict[str, str]:
-    """A plain shell's environment: the machine's settings (proxies, certificates, the
-    package index), a git identity, and on PATH the system's programs and, with ``uv``,
-    uv alone. No virtual environment, no PYTHONPATH, none of the template's tools; Python
-    writes its byte code, as it does by default."""
-    dropped = {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "MAKELEVEL", "MAKEFLAGS",
-               "MFLAGS", "CONDA_PREFIX", "PYTHONHOME"}  # fmt: skip
-    env = {key: value for key, value in os.environ.items() if key not in dropped}
-    env.update(GIT_ENV)
-    env["PATH"] = f"{user_bin()}:{SYSTEM_PATH}" if uv else SYSTEM_PATH
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["PRE_COMMIT_HOME"] = str(CACHE / "pre-commit")  # a cache, as ~/.cache/pre-commit is
-    env.update(extra)
-    return env
 
 
 @dataclass
