@@ -28,7 +28,8 @@ demo: setup ## Render a project at the highest built level and run it end to end
 	$(BIN)/python scripts/demo.py
 
 # The suite shares out over one test process per CPU (JOBS=1 runs it in this one); the
-# tests that share a trained project stay in one process (see tests/conftest.py).
+# tests that share a trained project stay in one process (each test module's markers say
+# how it shares out: see harness/mlops_harness/scheduling.py).
 JOBS ?= auto
 XDIST = $(if $(filter 1,$(JOBS)),,-n $(JOBS))
 

@@ -11,7 +11,7 @@ from mlops_harness.ladder import ladder
 from mlops_harness.paths import ROOT, tool
 from mlops_harness.processes import run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_scope("test")]
 
 
 def test_the_shipped_contracts_are_what_inference_writes() -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from mlops_harness.ladder import ladder
 from mlops_harness.paths import ROOT, tool
 from mlops_harness.processes import run
+
+pytestmark = [pytest.mark.xdist_scope("test"), pytest.mark.level_independent]
 
 
 def test_the_reference_is_generated_from_the_tables() -> None:

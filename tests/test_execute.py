@@ -38,7 +38,7 @@ from mlops_harness.rendering import Render
 from mlops_harness.screenshots import png_colours, screenshot
 from mlops_harness.servers import served_by, wait_until_serving
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_scope("parameter")]
 
 
 def written_files(project: Path, *folders: str) -> dict[str, tuple[int, int]]:

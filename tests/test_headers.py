@@ -21,7 +21,7 @@ from mlops_harness.projects import Project, installed
 from mlops_harness.rendering import Render
 from mlops_harness.servers import Server, serving
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_scope("parameter")]
 
 SOURCE = "data/external/sales.csv"
 TARGET = "High Sales"

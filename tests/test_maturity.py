@@ -16,6 +16,8 @@ import pytest
 from mlops_harness.ladder import ladder
 from mlops_harness.processes import run
 
+pytestmark = pytest.mark.xdist_scope("test")
+
 # What a fresh render cannot have yet: each needs `make install` (the lock CI installs
 # from), `make data` or `make train` first.
 NEEDS_A_RUN = {

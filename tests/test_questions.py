@@ -11,6 +11,8 @@ from copier.errors import CopierAnswersInterrupt, UserMessageError
 from mlops_harness.ladder import choices, ladder, questions
 from mlops_harness.rendering import render_project
 
+pytestmark = [pytest.mark.xdist_scope("test"), pytest.mark.level_independent]
+
 BAD_ANSWERS = [
     ("project_name", "", "must start with a letter"),
     ("project_name", "9 lives", "must start with a letter"),

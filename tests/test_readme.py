@@ -17,7 +17,7 @@ from mlops_harness.ladder import ladder
 from mlops_harness.processes import run
 from mlops_harness.rendering import snapshot_template
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.level_independent]
 
 
 def test_make_demo_runs_end_to_end_and_shows_only_the_steps(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from mlops_harness.projects import installed
 from mlops_harness.releases import Release, read_record
 from mlops_harness.rendering import render_project, rendered_files, update_project
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.level_independent]
 
 LEVELS = (0, 2, 4)  # the levels updated from a release (see updates)
 

@@ -22,7 +22,7 @@ from mlops_harness.projects import installed, raw_data
 from mlops_harness.rendering import Render
 from mlops_harness.servers import wait_for_http
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.level_independent]
 
 BUCKET = "team-bucket"
 CREDENTIALS = {

@@ -18,6 +18,8 @@ from mlops_harness.paths import ROOT, tool
 from mlops_harness.processes import run
 from mlops_harness.rendering import Render, rendered_files
 
+pytestmark = pytest.mark.xdist_scope("test")
+
 TEMPLATE = ROOT / "template"
 
 

@@ -14,7 +14,7 @@ from mlops_harness.ladder import capabilities, ladder
 from mlops_harness.paths import ROOT
 from mlops_harness.processes import run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.level_independent]
 
 
 @pytest.fixture(scope="module")

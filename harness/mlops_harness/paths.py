@@ -18,7 +18,7 @@ CACHE = ROOT / ".cache"  # git-ignored: the shared project environment and tool 
 @contextmanager
 def exclusive(name: str) -> Iterator[None]:
     """Hold a lock shared by every test process (the suite runs on several, see
-    tests/conftest.py), while one of them makes something under .cache/ that all of them use."""
+    scheduling.py), while one of them makes something under .cache/ that all of them use."""
     CACHE.mkdir(exist_ok=True)
     with (CACHE / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
