@@ -103,6 +103,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_serving", 0, "FastAPI prediction service: POST /predict, GET /health", (
         "src/{package}/serving/__init__.py", "src/{package}/serving/__main__.py",
         "src/{package}/serving/app.py", "src/{package}/serving/deps.py",
+        "src/{package}/serving/lifecycle.py",
         "src/{package}/serving/settings.py", "src/{package}/serving/routes/__init__.py",
         "src/{package}/serving/routes/health.py", "src/{package}/serving/routes/predict.py",
         "src/{package}/routes.py",
@@ -161,14 +162,15 @@ CAPABILITIES: tuple[Capability, ...] = (
         "tests/test_export.py",
     )),
     Capability("has_traceable_serving", 3, "serves the champion; GET /version and /ready", (
-        "src/{package}/serving/routes/version.py", "tests/test_candidate.py",
+        "src/{package}/serving/routes/version.py", "src/{package}/serving/loading.py",
+        "tests/test_candidate.py",
     )),
     Capability("has_ab_testing", 3, "a share of traffic to the challenger, sticky by key", (
         "src/{package}/serving/variants.py",
     )),
     Capability("has_service_metrics", 3, "Prometheus /metrics and a prediction log", (
         "src/{package}/serving/metrics.py", "src/{package}/serving/prediction_log.py",
-        "src/{package}/mlops/logs.py",
+        "src/{package}/serving/observability.py", "src/{package}/mlops/logs.py",
         "tests/test_service_metrics.py",
     )),
     Capability("has_kubernetes", 3,
@@ -201,7 +203,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         ".github/workflows/monitor.yml",
     )),
     Capability("has_hot_reload", 4, "zero-downtime reload when the champion moves", (
-        "tests/test_reload.py",
+        "src/{package}/serving/reload.py", "tests/test_reload.py",
     )),
     Capability("has_audit_trail", 4, "a hash-chained trail of promotions and deployments", (
         "src/{package}/mlops/audit.py", "tests/test_audit.py",
