@@ -104,7 +104,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/serving/__init__.py", "src/{package}/serving/__main__.py",
         "src/{package}/serving/app.py", "src/{package}/serving/deps.py",
         "src/{package}/serving/lifecycle.py",
-        "src/{package}/serving/settings.py", "src/{package}/serving/routes/__init__.py",
+        "src/{package}/serving/settings/__init__.py", "src/{package}/serving/routes/__init__.py",
         "src/{package}/serving/routes/health.py", "src/{package}/serving/routes/predict.py",
         "src/{package}/routes.py",
     )),
@@ -126,6 +126,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_request_logs", 1, "one JSON log line per request; strict input checks;"
                " byte caps, body timeout, JSON only, optional bearer keys", (
         "src/{package}/serving/request_log.py", "src/{package}/serving/guard.py",
+        "src/{package}/serving/settings/guard.py",
     )),
     # Level 2: automated training.
     Capability("has_pipeline", 2, "DVC pipeline: one stage per module, params, metrics, plots", (
@@ -139,7 +140,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     Capability("has_registry", 2, "every gated run registers a version with lineage tags", (
         "src/{package}/mlops/register.py", "src/{package}/mlops/registered.py",
-        "src/{package}/mlops/params.py",
+        "src/{package}/mlops/params.py", "src/{package}/serving/settings/registry.py",
         "tests/test_register.py",
     )),
     Capability("has_model_gate", 2, "beat the trivial baseline by a margin before registering"),
@@ -163,14 +164,16 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     Capability("has_traceable_serving", 3, "serves the champion; GET /version and /ready", (
         "src/{package}/serving/routes/version.py", "src/{package}/serving/loading.py",
+        "src/{package}/serving/settings/champion.py",
         "tests/test_candidate.py",
     )),
     Capability("has_ab_testing", 3, "a share of traffic to the challenger, sticky by key", (
-        "src/{package}/serving/variants.py",
+        "src/{package}/serving/variants.py", "src/{package}/serving/settings/ab.py",
     )),
     Capability("has_service_metrics", 3, "Prometheus /metrics and a prediction log", (
         "src/{package}/serving/metrics.py", "src/{package}/serving/prediction_log.py",
-        "src/{package}/serving/observability.py", "src/{package}/mlops/logs.py",
+        "src/{package}/serving/observability.py", "src/{package}/serving/settings/observability.py",
+        "src/{package}/mlops/logs.py",
         "tests/test_service_metrics.py",
     )),
     Capability("has_kubernetes", 3,
@@ -192,6 +195,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_decay_monitoring", 4,
                "performance on delayed ground truth (POST /feedback: keyed, served rows, once)", (
         "src/{package}/serving/routes/feedback.py", "src/{package}/serving/ledger.py",
+        "src/{package}/serving/settings/feedback.py",
     )),
     Capability("has_alerting", 4, "Prometheus alert rules with their unit tests, a dashboard", (
         "monitoring/*",
@@ -203,7 +207,8 @@ CAPABILITIES: tuple[Capability, ...] = (
         ".github/workflows/monitor.yml",
     )),
     Capability("has_hot_reload", 4, "zero-downtime reload when the champion moves", (
-        "src/{package}/serving/reload.py", "tests/test_reload.py",
+        "src/{package}/serving/reload.py", "src/{package}/serving/settings/reload.py",
+        "tests/test_reload.py",
     )),
     Capability("has_audit_trail", 4, "a hash-chained trail of promotions and deployments", (
         "src/{package}/mlops/audit.py", "tests/test_audit.py",

@@ -45,6 +45,8 @@ MOVES = {
     + ("/" if name in SPLIT_INTO_PACKAGES else ".py")
     for name in MOVED_TO_MLOPS
 }
+# Split in place: the service's settings became a package, one module per capability.
+MOVES["src/{package}/serving/settings.py"] = "src/{package}/serving/settings/"
 
 
 def moves(package: str) -> dict[str, str]:
@@ -119,12 +121,15 @@ def after(project: Path) -> int:
         base = yours.with_suffix(".base")
         target = project / new
         if not target.is_file():
-            (project / old).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(yours, project / old)
+            kept = project / old
+            if kept.with_suffix("").is_dir():  # split in place: beside it, not importable
+                kept = kept.with_name(kept.name + ".yours")
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(yours, kept)
             now = f"split {old} into {new}/" if target.is_dir() else f"no longer has {old}"
             print(
-                f"copier update: the template {now}; your edited copy is kept at {old},"
-                " and nothing imports it any more",
+                f"copier update: the template {now}; your edited copy is kept at"
+                f" {kept.relative_to(project)}, and nothing imports it any more",
                 file=sys.stderr,
             )
             continue

@@ -136,3 +136,14 @@ def test_a_module_the_template_split_comes_back_where_it_was(
     update(migrate, project, {f"src/{PACKAGE}/mlops/drift/report.py": NEW})
     assert (project / drift).read_text() == ours
     assert f"the template split {drift} into src/{PACKAGE}/mlops/drift/" in capsys.readouterr().err
+
+
+def test_a_module_split_in_place_is_kept_beside_its_package(
+    migrate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ours, settings = OLD + "\n\n# ours\n", f"src/{PACKAGE}/serving/settings.py"
+    project = project_with(tmp_path, {settings: ours}, {settings: OLD})
+    update(migrate, project, {f"src/{PACKAGE}/serving/settings/__init__.py": NEW})
+    assert not (project / settings).exists()  # a module beside its package: never imported
+    assert (project / f"{settings}.yours").read_text() == ours
+    assert f"kept at {settings}.yours" in capsys.readouterr().err
