@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from mlops_harness.environments import ProjectEnv
+from mlops_harness.imports import reached_files
 from mlops_harness.ladder import selected_levels
 from mlops_harness.paths import CACHE, exclusive, tool
 from mlops_harness.processes import free_port, git, run, spawn, stop_group
@@ -359,26 +360,10 @@ def stage_module(project: Project, stage: str) -> str:
 
 def package_imports(project: Project, module: str) -> set[str]:
     """The files of the package's modules that ``module`` imports, transitively, its own
-    included. (Packages' ``__init__`` are left out: they hold no logic that shapes an
-    output.)"""
-    seen: set[str] = set()
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        path = module_path(project, name)
-        if name in seen or path is None:
-            continue
-        seen.add(name)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.ImportFrom) or node.level:
-                continue
-            parent = node.module or ""
-            if parent != project.package and not parent.startswith(f"{project.package}."):
-                continue
-            inner = parent.removeprefix(project.package).removeprefix(".")
-            todo.append(inner)
-            todo += [f"{inner}.{alias.name}".lstrip(".") for alias in node.names]
-    return {str((module_path(project, name) or Path()).relative_to(project.path)) for name in seen}
+    included, as dvc.yaml lists them."""
+    package = project.path / "src" / project.package
+    files = reached_files(package, project.package, module)
+    return {str(path.relative_to(project.path)) for path in files}
 
 
 def loads_the_contract(project: Project, module: str) -> bool:

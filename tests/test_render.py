@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import graphlib
 import json
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlops_harness.imports import import_graph
 from mlops_harness.ladder import capabilities, dataset_named, ladder
 from mlops_harness.paths import ROOT, tool
 from mlops_harness.processes import run
@@ -76,35 +76,12 @@ def test_the_user_s_modules_are_short_and_the_template_s_say_they_are_its(
     assert theirs and not unmarked, f"modules of the template's without its line: {unmarked}"
 
 
-def imports_of(package: Path, name: str) -> dict[str, set[str]]:
-    """Each module of the package (dotted, under ``name``) and the package's modules it
-    imports, type-only imports included."""
-    modules = {
-        ".".join([name, *path.relative_to(package).with_suffix("").parts]).removesuffix(
-            ".__init__"
-        ): path
-        for path in package.rglob("*.py")
-    }
-    graph: dict[str, set[str]] = {}
-    for module, path in modules.items():
-        found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                for alias in node.names:
-                    child = f"{node.module}.{alias.name}"
-                    found.add(child if child in modules else node.module)
-            elif isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-        graph[module] = {other for other in found if other in modules and other != module}
-    return graph
-
-
 def test_the_package_has_no_import_circle_and_the_monitors_no_service_import(
     rendered: tuple[int, Path],
 ) -> None:
     _, project = rendered
     name = "tabular_classifier"
-    graph = imports_of(project / "src" / name, name)
+    graph = import_graph(project / "src" / name, name)
     sorter = graphlib.TopologicalSorter(graph)
     try:
         sorter.prepare()
