@@ -68,14 +68,9 @@ def test_a_fresh_render_knows_its_level_and_what_it_still_needs(
         )
     else:
         assert result["next"] is None
-
-
-def test_it_shows_whose_each_module_is(rendered: tuple[int, Path]) -> None:
-    """The user's stages at the package's top, the template's machinery in its own
-    folders, as the ownership line says."""
-    _, project = rendered
-    owners = json.loads(assessed(project, "--json").stdout)["layout"]
-    package = "src/tabular_classifier"
+    # Whose each module is: the user's stages at the package's top, the template's
+    # machinery in its own folders, as each module's ownership line says.
+    owners, package = result["layout"], "src/tabular_classifier"
     stages = {"__init__", "ingest", "features", "train", "evaluate", "predict", "routes"}
     assert {Path(path).stem for path in owners["yours"]} == stages
     assert all(Path(path).parent.as_posix() == package for path in owners["yours"])
