@@ -128,12 +128,20 @@ def test_a_module_the_template_dropped_comes_back_where_it_was(
     assert "the template no longer has" in capsys.readouterr().err
 
 
+def after_a_split(migrate: ModuleType, tmp_path: Path, module: str, new: str) -> tuple[Path, str]:
+    """The project after an update that split ``module`` (edited: the text returned) into a
+    package, of which the new template renders ``new``."""
+    ours = OLD + "\n\n# ours\n"
+    project = project_with(tmp_path, {module: ours}, {module: OLD})
+    update(migrate, project, {new: NEW})
+    return project, ours
+
+
 def test_a_module_the_template_split_comes_back_where_it_was(
     migrate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ours, drift = OLD + "\n\n# ours\n", f"src/{PACKAGE}/drift.py"
-    project = project_with(tmp_path, {drift: ours}, {drift: OLD})
-    update(migrate, project, {f"src/{PACKAGE}/mlops/drift/report.py": NEW})
+    drift = f"src/{PACKAGE}/drift.py"
+    project, ours = after_a_split(migrate, tmp_path, drift, f"src/{PACKAGE}/mlops/drift/report.py")
     assert (project / drift).read_text() == ours
     assert f"the template split {drift} into src/{PACKAGE}/mlops/drift/" in capsys.readouterr().err
 
@@ -141,9 +149,9 @@ def test_a_module_the_template_split_comes_back_where_it_was(
 def test_a_module_split_in_place_is_kept_beside_its_package(
     migrate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ours, settings = OLD + "\n\n# ours\n", f"src/{PACKAGE}/serving/settings.py"
-    project = project_with(tmp_path, {settings: ours}, {settings: OLD})
-    update(migrate, project, {f"src/{PACKAGE}/serving/settings/__init__.py": NEW})
+    settings = f"src/{PACKAGE}/serving/settings.py"
+    new = f"src/{PACKAGE}/serving/settings/__init__.py"
+    project, ours = after_a_split(migrate, tmp_path, settings, new)
     assert not (project / settings).exists()  # a module beside its package: never imported
     assert (project / f"{settings}.yours").read_text() == ours
     assert f"kept at {settings}.yours" in capsys.readouterr().err

@@ -23,7 +23,11 @@ def modules_of(package: Path, name: str) -> dict[str, Path]:
 def import_graph(package: Path, name: str) -> dict[str, set[str]]:
     """Each module of the package and the package's modules it imports (``from a import
     b`` reaches ``a.b`` where that is a module, else ``a``)."""
-    modules = modules_of(package, name)
+    return graph_of(modules_of(package, name))
+
+
+def graph_of(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """:func:`import_graph` of the modules :func:`modules_of` found."""
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
         found: set[str] = set()
@@ -42,7 +46,8 @@ def reached_files(package: Path, name: str, module: str) -> set[Path]:
     """The files of the modules ``module`` (dotted, under ``name``) imports, transitively,
     its own included; packages' ``__init__`` are left out: they hold no logic that shapes
     an output."""
-    graph, modules = import_graph(package, name), modules_of(package, name)
+    modules = modules_of(package, name)
+    graph = graph_of(modules)
     start = f"{name}.{module}"
     seen, todo = {start}, [start]
     while todo:
