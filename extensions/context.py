@@ -147,6 +147,10 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_training_workflow", 2, "CI workflow that runs and pushes the pipeline", (
         ".github/workflows/train.yml",
     )),
+    Capability("has_kfp", 2, "the pipeline's stages as Kubeflow Pipelines components: compile,"
+               " run locally, submit", (
+        "src/{package}/pipelines/*", "tests/test_pipelines.py",
+    )),
     # Level 3: automated model deployment.
     Capability("has_reference_profile", 3, "training reference profile for drift checks", (
         "src/{package}/mlops/profile.py", "tests/test_profile.py",

@@ -75,7 +75,8 @@ def test_a_fresh_render_knows_its_level_and_what_it_still_needs(
     assert {Path(path).stem for path in owners["yours"]} == stages
     assert all(Path(path).parent.as_posix() == package for path in owners["yours"])
     folders = {Path(path).relative_to(package).parts[0] for path in owners["template"]}
-    assert folders == {"mlops", "serving"}
+    kfp = any(cap.name == "has_kfp" and cap.level <= level for cap in table.CAPABILITIES)
+    assert folders == {"mlops", "serving", *(["pipelines"] if kfp else [])}
 
 
 def test_the_terminal_report_names_the_level_and_the_climb(rendered: tuple[int, Path]) -> None:

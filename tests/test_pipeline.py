@@ -621,3 +621,66 @@ def test_the_pipeline_tracks_and_registers_on_a_team_server(
         assert tracked["id"] not in {run["id"] for run in local["runs"]}, "went to the server"
     finally:
         restore(pipeline)
+
+
+# The same pipeline on Kubeflow Pipelines ---------------------------------------------------
+
+
+def strip_ansi(text: str) -> str:
+    """KFP's local runner colours its log, terminal or not."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def run_of(state: dict[str, Any], version: str) -> dict[str, Any]:
+    """The tracked run of a registered version."""
+    run_id = next(item["run_id"] for item in state["versions"] if item["version"] == version)
+    return next(item for item in state["runs"] if item["id"] == run_id)
+
+
+def test_the_kfp_pipeline_registers_what_dvc_repro_registers(pipeline: Project) -> None:
+    """`make kfp-run-local` compiles the pipeline and runs the compiled file with KFP's local
+    runner, every step a process that passes artifacts: the version it registers has the
+    metrics, parameters, lineage tags and artifacts of the one `dvc repro` registered on the
+    same data and params, and it leaves the checkout's data and models alone. A model the
+    gate refuses fails the run at its register step, with nothing registered, as in DVC."""
+    before = registry(pipeline)
+    dvc_version = json.loads((pipeline.path / "reports" / "registered.json").read_text())
+    checkout = outputs(pipeline)
+    try:
+        result = pipeline.make("kfp-run-local")
+        assert "kfp: compiled build/pipeline.yaml" in result.stdout
+        compiled = (pipeline.path / "build" / "pipeline.yaml").read_text()
+        pipeline_spec = next(yaml.safe_load_all(compiled))
+        steps = set(pipeline_spec["root"]["dag"]["tasks"]) - {"importer", "importer-2"}
+        assert steps == set(pipeline_stages(pipeline)), "one step per dvc.yaml stage"
+        after = registry(pipeline)
+        (added,) = [v for v in after["versions"] if v not in before["versions"]]
+        kfp, dvc = run_of(after, added["version"]), run_of(after, dvc_version["version"])
+        assert kfp["id"] != dvc["id"]
+        assert kfp["metrics"] == dvc["metrics"]
+        assert kfp["params"] == dvc["params"]
+        lineage = ("data_hash", "train_data_hash", "params_hash", "task", "model_gate")
+        assert {tag: kfp["tags"][tag] for tag in lineage} == {
+            tag: dvc["tags"][tag] for tag in lineage
+        }
+        # The code commit: the checkout's, compiled into the pipeline (dvc repro trained on
+        # the render's first commit, before the run was committed).
+        head = git(pipeline.path, "rev-parse", "HEAD").stdout.strip()
+        assert kfp["tags"]["git_commit"] == head
+        assert sorted(kfp["artifacts"]) == sorted(dvc["artifacts"])
+        same = {"data_hash", "train_data_hash", "params_hash", "serving_runtime", "onnx"}
+        dvc_tags = next(v for v in after["versions"] if v["version"] == dvc_version["version"])
+        assert {tag: added["tags"].get(tag) for tag in same} == {
+            tag: dvc_tags["tags"].get(tag) for tag in same
+        }
+        assert outputs(pipeline) == checkout, "the run wrote into the checkout"
+        with params_changed(pipeline, "min_gain: 0.05", "min_gain: 1.5"):
+            refused = pipeline.make("kfp-run-local", check=False)
+            assert refused.returncode != 0
+            assert "the model gate refuses this model" in refused.stdout + refused.stderr
+            assert "Task 'register' finished with status FAILURE" in strip_ansi(
+                refused.stdout + refused.stderr
+            )
+            assert registry(pipeline)["versions"] == after["versions"]
+    finally:
+        restore(pipeline)

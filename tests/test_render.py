@@ -185,7 +185,7 @@ def test_variants_render_lint_clean_code(render: Render, answers: dict[str, str]
     assert f"url = {expected}\n" in (project / ".dvc" / "config").read_text()
     # An object store needs DVC's plugin for it, which the dvc extra of its scheme brings.
     extra = {"s3://": "dvc[s3]"}.get(expected[:5], "dvc")
-    assert f"{extra}==" in " ".join(pyproject["dependency-groups"]["dev"])
+    assert f"{extra}==" in " ".join(map(str, pyproject["dependency-groups"]["dev"]))
 
 
 def test_every_level_renders_lint_clean_code(rendered: tuple[int, Path]) -> None:

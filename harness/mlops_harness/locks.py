@@ -75,9 +75,18 @@ def pinned_versions(project: Path, runtime: bool = True, dev: bool = True) -> di
     from packaging.requirements import Requirement
 
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    groups = pyproject["dependency-groups"]
+
+    def group(name: str) -> list[str]:  # with the groups it includes (PEP 735)
+        return [
+            line
+            for entry in groups[name]
+            for line in (group(entry["include-group"]) if isinstance(entry, dict) else [entry])
+        ]
+
     lines = [
         *(pyproject["project"]["dependencies"] if runtime else []),
-        *(pyproject["dependency-groups"]["dev"] if dev else []),
+        *(group("dev") if dev else []),
     ]
     pins: dict[str, str] = {}
     for line in lines:
