@@ -147,6 +147,10 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_training_workflow", 2, "CI workflow that runs and pushes the pipeline", (
         ".github/workflows/train.yml",
     )),
+    Capability("has_team_server", 2, "a team MLflow server's image: PostgreSQL, an object store,"
+               " basic auth", (
+        "deploy/mlflow/*",
+    )),
     Capability("has_kfp", 2, "the pipeline's stages as Kubeflow Pipelines components: compile,"
                " run locally, submit", (
         "src/{package}/pipelines/*", "tests/test_pipelines.py",

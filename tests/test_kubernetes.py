@@ -139,10 +139,10 @@ def overlay(
     return kustomize(projects[name], environment, tmp_path_factory.mktemp(environment))
 
 
-def test_only_the_levels_with_kubernetes_render_deploy(rendered: tuple[int, Path]) -> None:
+def test_only_the_levels_with_kubernetes_render_its_manifests(rendered: tuple[int, Path]) -> None:
     level, project = rendered
     if not capabilities(level)["has_kubernetes"]:
-        assert not (project / "deploy").exists(), f"level {level} has no Kubernetes manifests"
+        assert not (project / KUBERNETES).exists(), f"level {level} has no Kubernetes manifests"
         return
     overlays = project / KUBERNETES / "overlays"
     assert (project / KUBERNETES / "base" / "kustomization.yaml").is_file()

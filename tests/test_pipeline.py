@@ -7,7 +7,7 @@ import ast
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ from mlops_harness.projects import (
 )
 from mlops_harness.rendering import Render
 from mlops_harness.screenshots import png_colours, screenshot
-from mlops_harness.servers import served_by, wait_for_http
+from mlops_harness.servers import served_by, serving, wait_for_http
+from mlops_harness.stores import TeamServer, team_server
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def pipeline_levels() -> list[int]:
     return levels if os.environ.get("LEVELS", "").strip() else levels[-1:]
 
 
-def registry(project: Project, *, uri: str | None = None) -> dict[str, Any]:
+def registry(project: Project, *, login: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What the MLflow client sees: runs with params, metrics, tags and artifacts, and the
     registered versions with their tags. Read in the project's own environment."""
     script = f"""
@@ -79,7 +80,7 @@ print(json.dumps({{
                  for v in versions],
 }}))
 """
-    env = project.env if uri is None else {**project.env, "MLFLOW_TRACKING_URI": uri}
+    env = {**project.env, **(login or {})}  # a team server's address and login
     result = run([str(project.tools.python), "-c", script], project.path, env)
     data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return data
@@ -547,47 +548,28 @@ def test_make_ui_shows_the_pipeline_s_run_and_model(pipeline: Project, tmp_path:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` (sqlite backend, local artifacts, loopback), from its own
-    environment with the full mlflow package, stopped by its process id."""
-    venv = full_mlflow_env()
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = {
-        **os.environ,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    process = spawn(
-        [
-            str(venv / "bin" / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{home / 'server.db'}",
-            "--artifacts-destination",
-            str(home / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        home / "server.log",
-        env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", process, timeout=120)
-        yield url
-    finally:
-        stop_group(process, timeout=30)
+def team(pipeline: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamServer]:
+    """The project's team server (deploy/mlflow: its pinned packages, its auth.ini, its
+    environment variables) on a real PostgreSQL and an S3-compatible object store."""
+    deploy = pipeline.path / "deploy" / "mlflow"
+    scratch = tmp_path_factory.mktemp("team")
+    with team_server(deploy / "requirements.txt", deploy / "auth.ini", scratch) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def login(team: TeamServer) -> dict[str, str]:
+    """The pipeline's own login on the team server (the admin makes it)."""
+    return team.add_user("pipeline", "pipeline-password-for-tests")
 
 
 def test_the_pipeline_tracks_and_registers_on_a_team_server(
-    pipeline: Project, mlflow_server: str
+    pipeline: Project, team: TeamServer, login: dict[str, str]
 ) -> None:
-    env = {**pipeline.activated_env, "MLFLOW_TRACKING_URI": mlflow_server}  # a bare dvc repro
+    """A bare `dvc repro`, logged in to the team server: the runs and the registry go to
+    its PostgreSQL, the artifacts to its object store (through the server: the client has
+    no key to the store), and an anonymous request is refused."""
+    env = {**pipeline.activated_env, **login}
     try:
         forced = [
             str(pipeline.tools.python),
@@ -599,26 +581,38 @@ def test_the_pipeline_tracks_and_registers_on_a_team_server(
             "train",
         ]
         run(forced, pipeline.path, env)
-        state = registry(pipeline, uri=mlflow_server)
-        assert state["uri"] == mlflow_server
+        state = registry(pipeline, login=login)
+        assert state["uri"] == team.url
         assert len(state["runs"]) == 1 and len(state["versions"]) == 1
         tracked = state["runs"][0]
         assert tracked["metrics"]["accuracy"] > 0.8
         assert {"git_commit", "data_hash", "params_hash"} <= set(tracked["tags"])
         plots = {path for path in tracked["artifacts"] if path.startswith("plots/")}
-        assert len(plots) == 3  # the artifacts went to the server's store
+        assert len(plots) == 3
         if pipeline.caps["has_fast_serving"]:  # and back: register read the test set's ONNX
             version = state["versions"][0]["tags"]
             assert version["serving_runtime"] == "onnx", version
             assert "onnx/model.onnx" in tracked["artifacts"]
+        # Where it all is: the run in PostgreSQL, its files in the bucket.
+        assert (tracked["id"],) in team.query("SELECT run_uuid FROM runs")
+        stored = team.objects("mlflow/")
+        assert any(key.endswith("/plots/roc.json") for key in stored), stored
+        assert any(key.endswith("/model.onnx") for key in stored), stored
+        local = registry(pipeline)
+        assert tracked["id"] not in {run["id"] for run in local["runs"]}, "went to the server"
+        # Nothing anonymous: neither a read nor a write.
+        name = pipeline.answers["project_slug"]
+        api = f"{team.url}/api/2.0/mlflow"
+        read = httpx.get(f"{api}/registered-models/get", params={"name": name}, timeout=10)
+        write = httpx.post(f"{api}/registered-models/create", json={"name": "x"}, timeout=10)
+        assert (read.status_code, write.status_code) == (401, 401)
         answer = httpx.get(
-            f"{mlflow_server}/api/2.0/mlflow/registered-models/get",
-            params={"name": pipeline.answers["project_slug"]},
+            f"{api}/registered-models/get",
+            params={"name": name},
+            auth=(login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"]),
             timeout=10,
         ).json()
         assert answer["registered_model"]["latest_versions"][0]["run_id"] == tracked["id"]
-        local = registry(pipeline)
-        assert tracked["id"] not in {run["id"] for run in local["runs"]}, "went to the server"
     finally:
         restore(pipeline)
 
@@ -637,50 +631,61 @@ def run_of(state: dict[str, Any], version: str) -> dict[str, Any]:
     return next(item for item in state["runs"] if item["id"] == run_id)
 
 
-def test_the_kfp_pipeline_registers_what_dvc_repro_registers(pipeline: Project) -> None:
-    """`make kfp-run-local` compiles the pipeline and runs the compiled file with KFP's local
-    runner, every step a process that passes artifacts: the version it registers has the
-    metrics, parameters, lineage tags and artifacts of the one `dvc repro` registered on the
-    same data and params, and it leaves the checkout's data and models alone. A model the
-    gate refuses fails the run at its register step, with nothing registered, as in DVC."""
-    before = registry(pipeline)
-    dvc_version = json.loads((pipeline.path / "reports" / "registered.json").read_text())
+def test_the_kfp_pipeline_registers_what_dvc_repro_registers(
+    pipeline: Project, team: TeamServer, login: dict[str, str], tmp_path: Path
+) -> None:
+    """`make kfp-run-local`, logged in to the team server, compiles the pipeline and runs
+    the compiled file with KFP's local runner, every step a process that passes artifacts:
+    the version it registers there has the metrics, parameters, lineage tags and artifacts
+    of the one `dvc repro` registered there (the test before) on the same data, params and
+    commit, and it leaves the checkout's data and models alone. A model the gate refuses
+    fails the run at its register step, with nothing registered, as in DVC. The service
+    then serves the champion from the team server."""
+    before = registry(pipeline, login=login)
+    assert len(before["versions"]) == 1, "the team server test runs first"
+    (dvc_version,) = before["versions"]
     checkout = outputs(pipeline)
     try:
-        result = pipeline.make("kfp-run-local")
+        result = pipeline.make("kfp-run-local", **login)
         assert "kfp: compiled build/pipeline.yaml" in result.stdout
         compiled = (pipeline.path / "build" / "pipeline.yaml").read_text()
         pipeline_spec = next(yaml.safe_load_all(compiled))
         steps = set(pipeline_spec["root"]["dag"]["tasks"]) - {"importer", "importer-2"}
         assert steps == set(pipeline_stages(pipeline)), "one step per dvc.yaml stage"
-        after = registry(pipeline)
-        (added,) = [v for v in after["versions"] if v not in before["versions"]]
+        assert team.url in compiled and login["MLFLOW_TRACKING_PASSWORD"] not in compiled
+        after = registry(pipeline, login=login)
+        (added,) = [v for v in after["versions"] if v["version"] != dvc_version["version"]]
         kfp, dvc = run_of(after, added["version"]), run_of(after, dvc_version["version"])
         assert kfp["id"] != dvc["id"]
         assert kfp["metrics"] == dvc["metrics"]
         assert kfp["params"] == dvc["params"]
-        lineage = ("data_hash", "train_data_hash", "params_hash", "task", "model_gate")
-        assert {tag: kfp["tags"][tag] for tag in lineage} == {
-            tag: dvc["tags"][tag] for tag in lineage
+        lineage = ("git_commit", "data_hash", "train_data_hash", "params_hash", "task")
+        assert {tag: kfp["tags"][tag] for tag in (*lineage, "model_gate")} == {
+            tag: dvc["tags"][tag] for tag in (*lineage, "model_gate")
         }
-        # The code commit: the checkout's, compiled into the pipeline (dvc repro trained on
-        # the render's first commit, before the run was committed).
-        head = git(pipeline.path, "rev-parse", "HEAD").stdout.strip()
-        assert kfp["tags"]["git_commit"] == head
         assert sorted(kfp["artifacts"]) == sorted(dvc["artifacts"])
-        same = {"data_hash", "train_data_hash", "params_hash", "serving_runtime", "onnx"}
-        dvc_tags = next(v for v in after["versions"] if v["version"] == dvc_version["version"])
+        same = {*lineage, "serving_runtime", "onnx"} - {"task"}
         assert {tag: added["tags"].get(tag) for tag in same} == {
-            tag: dvc_tags["tags"].get(tag) for tag in same
+            tag: dvc_version["tags"].get(tag) for tag in same
         }
         assert outputs(pipeline) == checkout, "the run wrote into the checkout"
         with params_changed(pipeline, "min_gain: 0.05", "min_gain: 1.5"):
-            refused = pipeline.make("kfp-run-local", check=False)
+            refused = pipeline.make("kfp-run-local", check=False, **login)
+            said = strip_ansi(refused.stdout + refused.stderr)
             assert refused.returncode != 0
-            assert "the model gate refuses this model" in refused.stdout + refused.stderr
-            assert "Task 'register' finished with status FAILURE" in strip_ansi(
-                refused.stdout + refused.stderr
-            )
-            assert registry(pipeline)["versions"] == after["versions"]
+            assert "the model gate refuses this model" in said
+            assert "Task 'register' finished with status FAILURE" in said
+            assert registry(pipeline, login=login)["versions"] == after["versions"]
+        if pipeline.caps["has_traceable_serving"]:
+            model = httpx.get(
+                f"{team.url}/api/2.0/mlflow/registered-models/get",
+                params={"name": pipeline.answers["project_slug"]},
+                auth=(login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"]),
+                timeout=10,
+            ).json()["registered_model"]
+            aliases = {item["alias"]: item["version"] for item in model["aliases"]}
+            with serving(pipeline, tmp_path / "serve.log", **login) as server:
+                served = httpx.get(f"{server.url}/version", timeout=10).json()
+                assert str(served["version"]) == aliases["champion"], (served, aliases)
     finally:
         restore(pipeline)
