@@ -153,7 +153,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     )),
     Capability("has_kfp", 2, "the pipeline's stages as Kubeflow Pipelines components: compile,"
                " run locally, submit", (
-        "src/{package}/pipelines/*", "tests/test_pipelines.py",
+        "src/{package}/pipelines/*", "tests/test_pipelines.py", "deploy/training/Dockerfile",
     )),
     # Level 3: automated model deployment.
     Capability("has_reference_profile", 3, "training reference profile for drift checks", (

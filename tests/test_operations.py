@@ -228,6 +228,37 @@ def test_wrong_labels_decay_and_the_cool_down_holds_the_retraining(
     assert set(registry_state(project)["versions"]) == {"1", "2"}
 
 
+def test_a_window_in_many_files_gets_the_single_pass_verdict(
+    project: Project, phases: Phases, tmp_path: Path
+) -> None:
+    """Map and reduce, as the monitor's CLI runs them: the degraded phase's log cut into
+    three files, each counted by its own process (`--partial`, one `--since` for all),
+    then judged together (`--merge`), gives the verdict one process gives on the whole
+    log: the same drift report, decay and decision."""
+    whole = project.path / "logs" / "phase-degraded.jsonl"
+    lines = whole.read_bytes().splitlines(keepends=True)
+    monitor = ["-m", f"{project.package}.mlops.monitor", "--hours", "48"]
+    partials = []
+    for part, start in enumerate(range(0, len(lines), 110)):
+        file = tmp_path / f"predictions-{part}.jsonl"
+        file.write_bytes(b"".join(lines[start : start + 110]))
+        partials.append(tmp_path / "partials" / f"{part}.json")
+        project.python(*monitor, "--log", str(file), "--since", "0", "--partial", str(partials[-1]))
+    assert len(partials) == 3
+    project.python(*monitor, "--merge", *map(str, partials), "--output", str(tmp_path / "merged"))
+    project.python(*monitor, "--log", str(whole), "--output", str(tmp_path / "single"))
+    merged, single = (
+        json.loads((tmp_path / name / "verdict.json").read_text()) for name in ("merged", "single")
+    )
+    for section in ("champion", "drift", "decay", "verdict"):  # a classification: no float sums
+        assert merged[section] == single[section], section
+    keep = ("requests", "rows", "labelled_rows")
+    assert {key: merged["window"][key] for key in keep} == {
+        key: single["window"][key] for key in keep
+    }
+    assert single["window"]["rows"] == 300 and single["decay"]["variants"]
+
+
 # Hot reload --------------------------------------------------------------------------------
 
 
