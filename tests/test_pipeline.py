@@ -20,7 +20,6 @@ import yaml
 from mlops_harness.environments import ProjectEnv
 from mlops_harness.imports import reached_files
 from mlops_harness.ladder import selected_levels
-from mlops_harness.paths import CACHE, exclusive, tool
 from mlops_harness.processes import free_port, git, run, spawn, stop_group
 from mlops_harness.projects import (
     Project,
@@ -33,11 +32,9 @@ from mlops_harness.projects import (
 from mlops_harness.rendering import Render
 from mlops_harness.screenshots import png_colours, screenshot
 from mlops_harness.servers import served_by, serving, wait_for_http
-from mlops_harness.stores import TeamServer, team_server
+from mlops_harness.stores import TeamServer, server_env, team_server
 
 pytestmark = pytest.mark.slow
-
-MLFLOW_SERVER_VERSION = "3.17.2"  # the generated projects' mlflow-skinny pin
 
 
 # The pipeline renders with both boosting libraries (model_libraries), and an experiment
@@ -484,38 +481,15 @@ def test_the_training_workflow_s_commands_run_green(pipeline: Project) -> None:
 # A team tracking server -------------------------------------------------------------------
 
 
-def full_mlflow_env() -> Path:
-    """The full mlflow package (server and UI) at the projects' pin, in an environment of
-    its own, made once and cached."""
-    venv = CACHE / "mlflow-server-env"
-    with exclusive("mlflow-server-env"):
-        if not (venv / "bin" / "mlflow").exists():
-            run(
-                [tool("uv"), "venv", "--quiet", "--python", str(Path(tool("python"))), str(venv)],
-                CACHE,
-            )
-            run(
-                [
-                    tool("uv"),
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--python",
-                    str(venv / "bin" / "python"),
-                    f"mlflow=={MLFLOW_SERVER_VERSION}",
-                ],
-                CACHE,
-            )
-    return venv
-
-
 def test_make_ui_shows_the_pipeline_s_run_and_model(pipeline: Project, tmp_path: Path) -> None:
-    """`make ui` serves the MLflow UI on the project's own store (here from the cached full
-    mlflow, named by MLFLOW_UI_ENV: a user's first `make ui` installs its own)."""
+    """`make ui` serves the MLflow UI on the project's own store (here from the team
+    server's environment, full mlflow at the project's pin, named by MLFLOW_UI_ENV: a
+    user's first `make ui` installs its own)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     make_ui = ["make", "ui", f"PYTHON={pipeline.tools.python}"]
-    make_ui += [f"MLFLOW_UI_ENV={full_mlflow_env()}", f"UI_PORT={port}"]
+    full_mlflow = server_env(pipeline.path / "deploy" / "mlflow" / "requirements.txt")
+    make_ui += [f"MLFLOW_UI_ENV={full_mlflow}", f"UI_PORT={port}"]
     process = spawn(make_ui, tmp_path / "ui.log", pipeline.env, cwd=pipeline.path)
     try:
         wait_for_http(f"{url}/health", process, timeout=120)

@@ -14,6 +14,7 @@ import yaml
 
 from mlops_harness.imports import import_graph
 from mlops_harness.ladder import capabilities, dataset_named, ladder
+from mlops_harness.locks import pinned_versions
 from mlops_harness.paths import ROOT, tool
 from mlops_harness.processes import run
 from mlops_harness.rendering import Render, rendered_files
@@ -198,6 +199,20 @@ def test_every_level_renders_lint_clean_code(rendered: tuple[int, Path]) -> None
     else:
         run([tool("ruff"), "check", *settings, "."], project)
     run([tool("ruff"), "format", "--check", *settings, "."], project)
+
+
+def test_the_team_server_is_the_version_of_the_project_s_mlflow_client(
+    rendered: tuple[int, Path],
+) -> None:
+    """deploy/mlflow pins the server at the mlflow-skinny version the project pins."""
+    level, project = rendered
+    requirements = project / "deploy" / "mlflow" / "requirements.txt"
+    if not capabilities(level)["has_team_server"]:
+        assert not requirements.exists()
+        return
+    client = pinned_versions(project, dev=False)["mlflow-skinny"]
+    pins = re.findall(r"^mlflow\[auth\]==(\S+)", requirements.read_text(), re.MULTILINE)
+    assert pins == [client]
 
 
 def test_secret_files_are_git_ignored(rendered: tuple[int, Path]) -> None:

@@ -76,12 +76,15 @@ class Project:
 
     def make(self, *targets: str, check: bool = True, **variables: str) -> Run:
         assignments = [f"{name}={value}" for name, value in variables.items()]
-        return run(
+        result = run(
             ["make", *targets, *self.tools.make_variables, *assignments],
             self.path,
             self.env,
             check=check,
         )
+        if "install" in targets and isinstance(self.tools, ProjectEnv):
+            self.tools.compile_new(result.stdout + result.stderr)
+        return result
 
     def python(self, *args: str, check: bool = True) -> Run:
         return run([str(self.tools.python), *args], self.path, self.env, check=check)
