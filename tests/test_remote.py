@@ -7,48 +7,29 @@ version the other projects lock, so it cannot share their environment."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mlops_harness import stores
 from mlops_harness.environments import UserShell
 from mlops_harness.locks import locked_versions
-from mlops_harness.paths import tool
-from mlops_harness.processes import free_port, git, run, spawn, stop_group
+from mlops_harness.processes import git, run
 from mlops_harness.projects import installed, raw_data
 from mlops_harness.rendering import Render
-from mlops_harness.servers import wait_for_http
+from mlops_harness.stores import CREDENTIALS
 
 pytestmark = [pytest.mark.slow, pytest.mark.level_independent]
 
 BUCKET = "team-bucket"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="module")
 def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3-compatible server on a free port, with the bucket made; its URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("object-store") / "server.log"
-    process = spawn([tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], log, os.environ)
-    try:
-        wait_for_http(f"{url}/moto-api/", process)
-        create = (
-            f"import boto3; boto3.client('s3', endpoint_url='{url}')"
-            f".create_bucket(Bucket='{BUCKET}')"
-        )
-        run([sys.executable, "-c", create], log.parent, {**os.environ, **CREDENTIALS})
+    with stores.object_store(tmp_path_factory.mktemp("object-store"), BUCKET) as url:
         yield url
-    finally:
-        stop_group(process)
 
 
 def test_an_object_store_remote_keeps_the_data_for_a_fresh_clone(
