@@ -43,6 +43,9 @@ def user_env(uv: bool = True, **extra: str) -> dict[str, str]:
     env["PATH"] = f"{user_bin()}:{SYSTEM_PATH}" if uv else SYSTEM_PATH
     env["DVC_NO_ANALYTICS"] = "1"
     env["PRE_COMMIT_HOME"] = str(CACHE / "pre-commit")  # a cache, as ~/.cache/pre-commit is
+    # mypy's cache, shared the same way: keyed on each file's content, so the verdict is a
+    # cold run's; the third-party packages every project imports are analysed once.
+    env["MYPY_CACHE_DIR"] = str(CACHE / "mypy" / "users")
     env.update(extra)
     return env
 

@@ -64,13 +64,24 @@ LEVEL_DATASETS = {1: "penguins", 2: "diabetes"}
 PIP_LEVEL = 0
 
 
+# The dataset answer of a project made for a user's own file (docs/your-data.md).
+OWN_DATA = "own"
+
+
 def selected_runs() -> list[tuple[int, str, str]]:
     """(level, dataset, installer) triples the slow tier executes: every built level once,
     on its dataset (LEVEL_DATASETS, else the default), installed by uv (pip at PIP_LEVEL),
-    filtered by ``$LEVELS`` like the levels."""
+    filtered by ``$LEVELS`` like the levels. The highest built level runs on a user's own
+    table instead (OWN_DATA: docs/your-data.md's commands, then the guide), once for both."""
     default = str(questions()["dataset"]["default"])
+    built = [level for level in ladder().LEVELS if level.built]
+    top = built[-1].number if built else None
     return [
-        (level, LEVEL_DATASETS.get(level, default), "pip" if level == PIP_LEVEL else "uv")
+        (
+            level,
+            OWN_DATA if level == top and level >= 1 else LEVEL_DATASETS.get(level, default),
+            "pip" if level == PIP_LEVEL else "uv",
+        )
         for level in selected_levels(built_only=True)
     ]
 

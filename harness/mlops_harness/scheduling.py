@@ -14,7 +14,9 @@ markers, registered in pyproject.toml. A test module says at its top, in ``pytes
   questions, the docs and the site, the release update and the object-store remote at
   their fixed level). The CI matrix runs them once, in their own job (`make test-once`:
   ``$LEVEL_INDEPENDENT=only``), not in every level's cell: with ``$LEVELS`` set they are
-  left out, unless ``$LEVEL_INDEPENDENT`` is set (to anything else, they run too).
+  left out, unless ``$LEVEL_INDEPENDENT`` is set (to anything else, they run too);
+- ``pytest.mark.own_data``, on a test of test_execute's guided runs: it checks the run
+  made for a user's own table, and is deselected for the runs on bundled datasets.
 
 Under xdist the workers collect the tests and the controller schedules them by node id
 alone: it has no items, so no markers. Each worker writes the scope of every test it
@@ -33,9 +35,12 @@ from typing import Any
 
 import pytest
 
+from mlops_harness.ladder import OWN_DATA
+
 SCOPE_MARKER = "xdist_scope"
 SPLITS = ("module", "parameter", "test")  # what xdist_scope takes; "module" if unmarked
 LEVEL_INDEPENDENT = "level_independent"
+OWN_DATA_MARKER = "own_data"
 SCOPES_FOLDER = "mlops_harness_scopes"  # the workerinput key: where the workers write
 FOLDER_KEY = pytest.StashKey[Path]()
 
@@ -73,11 +78,27 @@ def is_level_independent(item: pytest.Item) -> bool:
     return item.get_closest_marker(LEVEL_INDEPENDENT) is not None
 
 
+def is_for_another_run(item: pytest.Item) -> bool:
+    """A test marked own_data, on a guided run of a bundled dataset (not the user's own)."""
+    if item.get_closest_marker(OWN_DATA_MARKER) is None:
+        return False
+    callspec = getattr(item, "callspec", None)
+    run = callspec.params.get("guided_run") if callspec else None
+    if run is None:
+        raise pytest.UsageError(f"{item.nodeid}: own_data marks a test of a guided run")
+    return bool(run[1] != OWN_DATA)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``$LEVEL_INDEPENDENT=only``: the level-independent tests alone; ``$LEVELS`` set
-    (and ``$LEVEL_INDEPENDENT`` not): all but them; otherwise every test."""
+    """The own_data tests of the other guided runs are left out. Then,
+    ``$LEVEL_INDEPENDENT=only``: the level-independent tests alone; ``$LEVELS`` set (and
+    ``$LEVEL_INDEPENDENT`` not): all but them; otherwise every test."""
     for item in items:
         split_of(item)  # a misspelt split fails every run, not only one under xdist
+    elsewhere = [item for item in items if is_for_another_run(item)]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = [item for item in items if item not in elsewhere]
     mode = os.environ.get("LEVEL_INDEPENDENT", "")
     if mode == "only":
         wanted = True
