@@ -184,6 +184,11 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/mlops/logs.py",
         "tests/test_service_metrics.py",
     )),
+    Capability("has_log_shipping", 3, "the logs' sealed files shipped to an object store"
+               " (S3 or a folder), exactly once; the monitors read them there", (
+        "src/{package}/serving/shipping.py", "src/{package}/serving/settings/shipping.py",
+        "src/{package}/mlops/store.py", "tests/test_shipping.py",
+    )),
     Capability("has_kubernetes", 3,
                "kustomize base and overlays: Deployment, Service, HPA, NetworkPolicy", (
         "deploy/kubernetes/*",

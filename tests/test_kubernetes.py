@@ -175,7 +175,8 @@ def test_each_overlay_serves_its_own_alias_in_its_own_namespace(overlay: Overlay
         {"configMapRef": {"name": overlay.one("ConfigMap")["metadata"]["name"]}}
     ]
 
-    # The registry is the team's MLflow server, named by an optional Secret.
+    # The registry is the team's MLflow server, named by an optional Secret; so is the
+    # store of the logs.
     secrets = {
         variable["name"]: variable["valueFrom"]["secretKeyRef"]
         for variable in container["env"]
@@ -192,6 +193,13 @@ def test_each_overlay_serves_its_own_alias_in_its_own_namespace(overlay: Overlay
             "key": "token",
             "optional": True,
         },
+    } | {  # the store the logs are shipped to (SERVING_LOG_SHIP_TO), by another Secret
+        variable: {"name": f"{overlay.slug}-log-store", "key": key, "optional": True}
+        for variable, key in (
+            ("AWS_ACCESS_KEY_ID", "access-key-id"),
+            ("AWS_SECRET_ACCESS_KEY", "secret-access-key"),
+            ("AWS_ENDPOINT_URL", "endpoint-url"),
+        )
     }
 
     # The image `make image` builds, tagged by the overlay's kustomize `images:`.

@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from mlops_harness.projects import Project, trained_project
 from mlops_harness.registry import registry_state
 from mlops_harness.rendering import Render
 from mlops_harness.servers import Server, serving
+from mlops_harness.stores import CREDENTIALS, Relay, object_store
 
 pytestmark = pytest.mark.slow
 
@@ -343,6 +345,42 @@ def test_a_full_disk_and_an_unwritable_path_are_loud_and_bounded(
     assert any("/dev/full" in line["message"] for line in warnings), output[-2000:]
 
 
+class Load:
+    """Clients that send one row without pause, each request with its own id, until
+    ``stop``; every request acknowledged (a 200) is kept, with when it was."""
+
+    def __init__(self, url: str, row: dict[str, object], name: str, clients: int = 4) -> None:
+        self.url, self.row, self.name = url, row, name
+        self.acknowledged: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._send, args=(number,)) for number in range(clients)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _send(self, number: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=5) as http:
+            for index in range(1_000_000):
+                if self._stop.is_set():
+                    return
+                request_id = f"{self.name}-{number}-{index}"
+                try:
+                    answer = http.post(
+                        "/predict", json=self.row, headers={"x-request-id": request_id}
+                    )
+                except httpx.TransportError:
+                    return  # the server is gone
+                if answer.status_code == 200:
+                    self.acknowledged.append((time.monotonic(), request_id))
+
+    def stop(self) -> list[tuple[float, str]]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        return self.acknowledged
+
+
 def test_sigkill_under_load_loses_only_the_last_second_of_records(
     project: Project, tmp_path: Path
 ) -> None:
@@ -350,36 +388,13 @@ def test_sigkill_under_load_loses_only_the_last_second_of_records(
     lost is of a request acknowledged within the last FLUSH_SECONDS (1 s) plus one write
     before the kill: the bound prediction_log.py states."""
     log = tmp_path / "predictions.jsonl"
-    acknowledged: list[tuple[float, str]] = []
-    stop = threading.Event()
-    row = one_row(project)
     with serving(project, tmp_path / "stdout.log", SERVING_PREDICTION_LOG=str(log)) as server:
         pid = server_pid(project, server)
-
-        def client(number: int) -> None:
-            with httpx.Client(base_url=server.url, timeout=5) as http:
-                for index in range(1_000_000):
-                    if stop.is_set():
-                        return
-                    request_id = f"kill-{number}-{index}"
-                    try:
-                        answer = http.post(
-                            "/predict", json=row, headers={"x-request-id": request_id}
-                        )
-                    except httpx.TransportError:
-                        return  # the server is gone
-                    if answer.status_code == 200:
-                        acknowledged.append((time.monotonic(), request_id))
-
-        clients = [threading.Thread(target=client, args=(number,)) for number in range(4)]
-        for thread in clients:
-            thread.start()
+        load = Load(server.url, one_row(project), "kill")
         time.sleep(4)
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        stop.set()
-        for thread in clients:
-            thread.join()
+        acknowledged = load.stop()
     logged = {json.loads(line)["request_id"] for line in log.read_text().splitlines() if line}
     lost = [(at, request_id) for at, request_id in acknowledged if request_id not in logged]
     assert len(acknowledged) > 200, "too little load to measure"
@@ -388,3 +403,104 @@ def test_sigkill_under_load_loses_only_the_last_second_of_records(
     print(f"SIGKILL: {len(lost)} of {len(acknowledged)} acknowledged records lost"
           f" ({len(lost) / len(acknowledged):.1%}; {len(lost) / rate:.2f} s of traffic at"
           f" {rate:.0f} requests/s)")  # fmt: skip
+
+
+def samples(url: str, prefix: str) -> dict[str, float]:
+    """The service's metrics whose names start with ``prefix`` (one sample each)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        line.split("{")[0].split()[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix) and 'log="feedback"' not in line
+    }
+
+
+def in_the_store(store: str, bucket: str) -> Counter[str]:
+    """How many times each request id is in the store's shipped prediction files."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=store, **lowercase(CREDENTIALS))
+    seen: Counter[str] = Counter()
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix="logs/predictions/"
+    ):
+        for item in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            seen.update(json.loads(line)["request_id"] for line in body.splitlines() if line)
+    return seen
+
+
+def lowercase(credentials: dict[str, str]) -> dict[str, str]:
+    return {
+        "aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"],
+        "region_name": credentials["AWS_DEFAULT_REGION"],
+    }
+
+
+def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
+    project: Project, tmp_path: Path
+) -> None:
+    """The service ships its prediction log to an S3-compatible server (moto's), its
+    files sealed small (20 kB) and shipped every half second, under load from four
+    clients. The store goes away (every connection to it cut) and comes back; the service
+    is killed (SIGKILL) mid-load, and started again; then stopped as usual. Every record
+    acknowledged is in the store exactly once, but for those the kill took (acknowledged
+    in its last 1.5 s: the prediction log's own bound), and every record that was on
+    disk at the kill is there; the outage was counted and said while it lasted; the
+    outbox is empty at the end."""
+    logs = tmp_path / "logs"
+    prefix = f"{project.package}_log_"
+    with object_store(tmp_path / "store", "shipped") as store:
+        relay = Relay(int(store.rsplit(":", 1)[1]))
+        relay.mend()
+        settings = {
+            **CREDENTIALS,
+            "AWS_ENDPOINT_URL": relay.url,
+            "SERVING_LOG_SHIP_TO": "s3://shipped/logs",
+            "SERVING_LOG_SHIP_SECONDS": "0.5",
+            "SERVING_PREDICTION_LOG": str(logs / "predictions.jsonl"),
+            "SERVING_PREDICTION_LOG_MAX_BYTES": "20000",
+            "SERVING_LOG_LEVEL": "WARNING",
+        }
+        row = one_row(project)
+        with serving(project, tmp_path / "first.log", **settings) as server:
+            load = Load(server.url, row, "first")
+            time.sleep(3)
+            relay.cut()  # the store is gone
+            time.sleep(3)
+            during = samples(server.url, prefix)
+            assert during[prefix + "shipping_failing"] == 1, during
+            assert during[prefix + "ship_failures_total"] >= 1, during
+            assert during[prefix + "outbox_bytes"] > 20_000, "the sealed files wait"
+            relay.mend()  # it is back
+            time.sleep(2)
+            killed = time.monotonic()
+            os.kill(server_pid(project, server), signal.SIGKILL)
+            first = load.stop()
+        on_disk = {
+            json.loads(line)["request_id"]
+            for file in logs.rglob("predictions*.jsonl")
+            for line in file.read_bytes().splitlines()
+            if line.strip().endswith(b"}")
+        }
+        with serving(project, tmp_path / "second.log", **settings) as server:
+            load = Load(server.url, row, "second")
+            time.sleep(3)
+            second = load.stop()
+            after = samples(server.url, prefix)
+        seen = in_the_store(store, "shipped")
+    twice = {request_id: count for request_id, count in seen.items() if count > 1}
+    assert not twice, f"shipped more than once: {list(twice.items())[:5]}"
+    assert on_disk <= set(seen), f"on disk at the kill, not shipped: {len(on_disk - set(seen))}"
+    lost = [(at, rid) for at, rid in first if rid not in seen]
+    assert all(killed - at <= 1.5 for at, _ in lost), sorted(killed - at for at, _ in lost)[-5:]
+    assert {rid for _, rid in second} <= set(seen), "the graceful stop shipped everything"
+    assert after[prefix + "shipping_failing"] == 0
+    assert not list((logs / "outbox").rglob("*.jsonl")), "the outbox is empty at the end"
+    acknowledged = len(first) + len(second)
+    assert acknowledged > 400, "too little load to measure"
+    print(f"shipping: {len(seen)} records in the store, each once, of {acknowledged}"
+          f" acknowledged; {len(lost)} lost to the SIGKILL; {len(on_disk)} were on disk at"
+          f" the kill; {int(during[prefix + 'ship_failures_total'])} failed uploads"
+          " retried during the outage")  # fmt: skip
