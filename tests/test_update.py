@@ -229,9 +229,11 @@ def test_climbing_to_a_deploying_level(
 ) -> None:
     """From a lower level to one that deploys (DELIVERY_LEVEL and up) on a committed,
     user-edited project: the edits stay, nothing conflicts, the new files arrive and the
-    project lints. The likely climb, from the level just below, also trains and promotes.
-    (test_execute runs the project's own tests on each level's fresh render.)"""
-    executed = low == high - 1
+    project lints. The climb onto the first deploying level, from the level just below,
+    also trains and promotes (the climbed level 4 trains in test_release, updated from
+    the newest release; test_execute runs the project's own tests on each level's fresh
+    render)."""
+    executed = low == high - 1 == DELIVERY_LEVEL - 1
     path = render(f"deliver{low}{high}", maturity_level=low)
     project = open_project(path, project_env)
     git(path, "add", "--all")
