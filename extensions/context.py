@@ -202,7 +202,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/mlops/drift/*", "src/{package}/mlops/monitor.py",
         "src/{package}/mlops/window.py", "src/{package}/mlops/verdict.py",
         "src/{package}/mlops/publish.py",
-        "src/{package}/mlops/simulate.py",
+        "src/{package}/mlops/simulate.py", "src/{package}/pipelines/drift.py",
         "tests/test_drift.py", "tests/test_monitor.py",
     )),
     Capability("has_decay_monitoring", 4,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from mlops_harness.environments import ProjectEnv
 from mlops_harness.ladder import lowest_built_level_with
@@ -266,6 +268,37 @@ def test_ready_waits_for_a_champion_and_deploy_releases_it(
         assert (served["alias"], served["version"]) == ("staging", "3")
     promoted.make("deploy", ENV="production")
     assert registry_state(promoted)["aliases"]["production"] == "3"
+
+
+def test_a_cluster_release_runs_a_pinned_image_and_never_latest(
+    promoted: Project, tmp_path: Path
+) -> None:
+    """`make deploy` with KUBECONFIG: a DEPLOY_IMAGE that is latest is refused before the
+    alias moves; a digest is pinned over the overlay, as kubectl's kustomize renders it
+    for `kubectl apply -k build/deploy/<env>` (no cluster here: the render is checked)."""
+    before = registry_state(promoted)["aliases"]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    refused = promoted.make(
+        "deploy", ENV="staging", KUBECONFIG=str(kubeconfig), DEPLOY_IMAGE="team/app:latest",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "DEPLOY_IMAGE" in refused.stderr, refused.stderr
+    assert registry_state(promoted)["aliases"] == before, "the refusal moved an alias"
+    image = "registry.example.com/team/app@sha256:" + "ab" * 32
+    promoted.python("-m", f"{promoted.package}.mlops.deploy", "--env", "staging",
+                    "--pin-image", image)  # fmt: skip
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: its built-in kustomize renders the overlay")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", "build/deploy/staging"],
+        cwd=promoted.path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (deployment,) = [doc for doc in yaml.safe_load_all(rendered) if doc["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == image
+    assert deployment["metadata"]["namespace"] == f"{promoted.answers['project_slug']}-staging"
 
 
 def test_the_candidate_passes_its_integration_tests(promoted: Project) -> None:

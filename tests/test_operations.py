@@ -27,6 +27,7 @@ import hashlib
 import html
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -231,25 +232,28 @@ def test_wrong_labels_decay_and_the_cool_down_holds_the_retraining(
 def test_a_window_in_many_files_gets_the_single_pass_verdict(
     project: Project, phases: Phases, tmp_path: Path
 ) -> None:
-    """Map and reduce, as the monitor's CLI runs them: the degraded phase's log cut into
-    three files, each counted by its own process (`--partial`, one `--since` for all),
-    then judged together (`--merge`), gives the verdict one process gives on the whole
-    log: the same drift report, decay and decision."""
+    """Map and reduce on Kubeflow Pipelines' local runner (`make kfp-monitor`): the
+    degraded phase's log cut into three files in an object store laid out as the service
+    ships it (a folder store, a folder a day), each file counted by its own step of a
+    ParallelFor, then judged together, gives the verdict `make monitor` gives on the same
+    store in one process: the same drift report, decay and decision."""
     whole = project.path / "logs" / "phase-degraded.jsonl"
     lines = whole.read_bytes().splitlines(keepends=True)
-    monitor = ["-m", f"{project.package}.mlops.monitor", "--hours", "48"]
-    partials = []
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    shipped = tmp_path / "store" / "predictions" / f"date={day}"
+    shipped.mkdir(parents=True)
     for part, start in enumerate(range(0, len(lines), 110)):
-        file = tmp_path / f"predictions-{part}.jsonl"
-        file.write_bytes(b"".join(lines[start : start + 110]))
-        partials.append(tmp_path / "partials" / f"{part}.json")
-        project.python(*monitor, "--log", str(file), "--since", "0", "--partial", str(partials[-1]))
-    assert len(partials) == 3
-    project.python(*monitor, "--merge", *map(str, partials), "--output", str(tmp_path / "merged"))
-    project.python(*monitor, "--log", str(whole), "--output", str(tmp_path / "single"))
-    merged, single = (
-        json.loads((tmp_path / name / "verdict.json").read_text()) for name in ("merged", "single")
-    )
+        name = f"predictions-{day.replace('-', '')}T000000{part:06d}Z-host-1-{part}.jsonl"
+        (shipped / name).write_bytes(b"".join(lines[start : start + 110]))
+    labels = tmp_path / "store" / "feedback" / f"date={day}"
+    labels.mkdir(parents=True)
+    shutil.copyfile(project.path / "logs" / "feedback.jsonl", labels / "feedback-1.jsonl")
+    log = f"file://{tmp_path / 'store'}/predictions"
+    mapped = project.make("kfp-monitor", LOG=log, HOURS="48")
+    assert "3 files, a step each" in mapped.stdout, mapped.stdout
+    merged = json.loads((project.path / "reports" / "monitor" / "verdict.json").read_text())
+    project.make("monitor", LOG=log, HOURS="48", RETRAIN="")
+    single = json.loads((project.path / "reports" / "monitor" / "verdict.json").read_text())
     for section in ("champion", "drift", "decay", "verdict"):  # a classification: no float sums
         assert merged[section] == single[section], section
     keep = ("requests", "rows", "labelled_rows")

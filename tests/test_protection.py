@@ -32,7 +32,7 @@ import pytest
 
 from mlops_harness.environments import ProjectEnv
 from mlops_harness.ladder import lowest_built_level_with
-from mlops_harness.processes import appended
+from mlops_harness.processes import appended, run
 from mlops_harness.projects import Project, trained_project
 from mlops_harness.registry import registry_state
 from mlops_harness.rendering import Render
@@ -415,27 +415,22 @@ def samples(url: str, prefix: str) -> dict[str, float]:
     }
 
 
-def in_the_store(store: str, bucket: str) -> Counter[str]:
-    """How many times each request id is in the store's shipped prediction files."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=store, **lowercase(CREDENTIALS))
-    seen: Counter[str] = Counter()
-    for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix="logs/predictions/"
-    ):
-        for item in page.get("Contents", []):
-            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            seen.update(json.loads(line)["request_id"] for line in body.splitlines() if line)
-    return seen
-
-
-def lowercase(credentials: dict[str, str]) -> dict[str, str]:
-    return {
-        "aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"],
-        "region_name": credentials["AWS_DEFAULT_REGION"],
-    }
+def in_the_store(project: Project, store: str, url: str) -> Counter[str]:
+    """How many times each request id is in the log shipped to ``url``, its files listed
+    and read as the project's monitors find them there (``mlops.logs.window_files``: the
+    day folders, each file once), every line parsed strictly (a torn record fails)."""
+    script = (
+        "import json, sys, time\n"
+        f"from {project.package}.mlops.logs import window_files\n"
+        f"from {project.package}.mlops.store import open_object\n"
+        "for file in window_files(sys.argv[1], 0.0, time.time()):\n"
+        "    store, key = open_object(file)\n"
+        "    for line in store.get(key).splitlines():\n"
+        "        print(json.loads(line)['request_id'])\n"
+    )
+    env = {**project.env, **CREDENTIALS, "AWS_ENDPOINT_URL": store}
+    read = run([str(project.tools.python), "-c", script, url], project.path, env)
+    return Counter(read.stdout.split())
 
 
 def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
@@ -489,7 +484,7 @@ def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
             time.sleep(3)
             second = load.stop()
             after = samples(server.url, prefix)
-        seen = in_the_store(store, "shipped")
+        seen = in_the_store(project, store, "s3://shipped/logs/predictions")
     twice = {request_id: count for request_id, count in seen.items() if count > 1}
     assert not twice, f"shipped more than once: {list(twice.items())[:5]}"
     assert on_disk <= set(seen), f"on disk at the kill, not shipped: {len(on_disk - set(seen))}"
