@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+import yaml
 
 from mlops_harness.docker_engine import Engine, Unavailable, ensure_base_image, start_engine
 from mlops_harness.environments import ProjectEnv
@@ -228,6 +229,21 @@ def wait_for_health(built: Built, container: str, url: str, timeout: float = 120
     raise AssertionError(f"{url} did not answer 200:\n{logs.stdout}{logs.stderr}")
 
 
+def probes_fit_the_measured_start(project: Project, healthy: float, ready: float) -> None:
+    """The Deployment's probes, timed to the start measured here: the startup probe gives
+    /health at least four times what it took (a pod's CPU limit is one core, this
+    machine's two), the liveness probe waits for it, and a rollout's deadline leaves
+    room for the model to load four times over before the pod is ready."""
+    manifest = project.path / "deploy" / "kubernetes" / "base" / "deployment.yaml"
+    deployment = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    startup = container["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert startup["httpGet"]["path"] == "/health" and budget >= 4 * healthy, (budget, healthy)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert deployment["spec"].get("progressDeadlineSeconds", 600) >= 4 * ready, ready
+
+
 def test_the_container_predicts_the_contract_s_example(built: Built, tmp_path: Path) -> None:
     """The image run as a user would, on a free port, with the Makefile's SMOKE_ARGS: the
     example row `make example` prints is predicted as the project's own CLI predicts it."""
@@ -240,15 +256,22 @@ def test_the_container_predicts_the_contract_s_example(built: Built, tmp_path: P
         f"--publish 127.0.0.1:{port}:{SMOKE_PORT} {smoke_args(project)} {built.image}"
     )
     try:
+        begun = time.monotonic()
         started = subprocess.run(["bash", "-c", start], capture_output=True, text=True, check=False)
         assert started.returncode == 0, started.stderr
         url = f"http://127.0.0.1:{port}"
         # From level 3 /health answers at once, and /ready once the model is loaded.
-        probe = "ready" if project.caps["has_traceable_serving"] else "health"
-        wait_for_health(built, container, f"{url}/{probe}")
+        wait_for_health(built, container, f"{url}/health")
+        healthy = time.monotonic() - begun
+        if project.caps["has_traceable_serving"]:
+            wait_for_health(built, container, f"{url}/ready")
+        ready = time.monotonic() - begun
         response = httpx.post(f"{url}/predict", json=example, timeout=30)
     finally:
         built.engine("container", "rm", "--force", container, check=False)
+    print(f"level {project.level}'s container: /health in {healthy:.1f} s, ready in {ready:.1f} s")
+    if project.caps["has_kubernetes"]:
+        probes_fit_the_measured_start(project, healthy, ready)
     assert response.status_code == 200, response.text
     [served] = response.json()["predictions"]
 
