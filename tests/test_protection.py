@@ -293,12 +293,16 @@ def test_a_body_that_never_finishes_is_cut_off(project: Project, service: Server
 # The prediction log: loud when it fails, and what a crash costs ---------------------------
 
 
-def metric(text: str, name: str, log: str) -> float:
-    """The value of ``<package>_<name>{log="..."}`` in Prometheus' text format."""
+def metric(text: str, name: str, log: str | None = None) -> float:
+    """The value of ``<package>_<name>`` (with ``log``: its ``{log="..."}`` series) in
+    Prometheus' text format."""
     for line in text.splitlines():
-        if f"_{name}{{" in line and f'log="{log}"' in line and not line.startswith("#"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {name} for the {log} log in /metrics")
+        series, _, value = line.rpartition(" ")
+        if line.startswith("#") or not series.split("{")[0].endswith(f"_{name}"):
+            continue
+        if log is None or f'log="{log}"' in series:
+            return float(value)
+    raise AssertionError(f"no {name}{f' for the {log} log' if log else ''} in /metrics")
 
 
 def test_a_full_disk_and_an_unwritable_path_are_loud_and_bounded(
@@ -405,16 +409,6 @@ def test_sigkill_under_load_loses_only_the_last_second_of_records(
           f" {rate:.0f} requests/s)")  # fmt: skip
 
 
-def samples(url: str, prefix: str) -> dict[str, float]:
-    """The service's metrics whose names start with ``prefix`` (one sample each)."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {
-        line.split("{")[0].split()[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(prefix) and 'log="feedback"' not in line
-    }
-
-
 def in_the_store(project: Project, store: str, url: str) -> Counter[str]:
     """How many times each request id is in the log shipped to ``url``, its files listed
     and read as the project's monitors find them there (``mlops.logs.window_files``: the
@@ -445,7 +439,6 @@ def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
     disk at the kill is there; the outage was counted and said while it lasted; the
     outbox is empty at the end."""
     logs = tmp_path / "logs"
-    prefix = f"{project.package}_log_"
     with object_store(tmp_path / "store", "shipped") as store:
         relay = Relay(int(store.rsplit(":", 1)[1]))
         relay.mend()
@@ -464,10 +457,10 @@ def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
             time.sleep(3)
             relay.cut()  # the store is gone
             time.sleep(3)
-            during = samples(server.url, prefix)
-            assert during[prefix + "shipping_failing"] == 1, during
-            assert during[prefix + "ship_failures_total"] >= 1, during
-            assert during[prefix + "outbox_bytes"] > 20_000, "the sealed files wait"
+            during = httpx.get(f"{server.url}/metrics", timeout=10).text
+            failures = metric(during, "log_ship_failures_total")
+            assert metric(during, "log_shipping_failing") == 1 and failures >= 1, during
+            assert metric(during, "log_outbox_bytes", "predictions") > 20_000, "they wait"
             relay.mend()  # it is back
             time.sleep(2)
             killed = time.monotonic()
@@ -483,7 +476,7 @@ def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
             load = Load(server.url, row, "second")
             time.sleep(3)
             second = load.stop()
-            after = samples(server.url, prefix)
+            after = httpx.get(f"{server.url}/metrics", timeout=10).text
         seen = in_the_store(project, store, "s3://shipped/logs/predictions")
     twice = {request_id: count for request_id, count in seen.items() if count > 1}
     assert not twice, f"shipped more than once: {list(twice.items())[:5]}"
@@ -491,11 +484,11 @@ def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
     lost = [(at, rid) for at, rid in first if rid not in seen]
     assert all(killed - at <= 1.5 for at, _ in lost), sorted(killed - at for at, _ in lost)[-5:]
     assert {rid for _, rid in second} <= set(seen), "the graceful stop shipped everything"
-    assert after[prefix + "shipping_failing"] == 0
+    assert metric(after, "log_shipping_failing") == 0
     assert not list((logs / "outbox").rglob("*.jsonl")), "the outbox is empty at the end"
     acknowledged = len(first) + len(second)
     assert acknowledged > 400, "too little load to measure"
     print(f"shipping: {len(seen)} records in the store, each once, of {acknowledged}"
           f" acknowledged; {len(lost)} lost to the SIGKILL; {len(on_disk)} were on disk at"
-          f" the kill; {int(during[prefix + 'ship_failures_total'])} failed uploads"
+          f" the kill; {int(failures)} failed uploads"
           " retried during the outage")  # fmt: skip
