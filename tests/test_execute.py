@@ -42,6 +42,7 @@ from mlops_harness.projects import (
     recorded_md5,
     sha256,
 )
+from mlops_harness.registry import registry_state
 from mlops_harness.rendering import Render
 from mlops_harness.screenshots import png_colours, screenshot
 from mlops_harness.servers import served_by, wait_until_serving
@@ -671,3 +672,33 @@ def test_the_monitors_flag_exactly_the_shifted_features(project: Project, own: G
     service holds requests to) is caught on those two features, and on no other."""
     verdict = monitored(project, own, SHIFT="has_co_signer=true annual_income=1.5")
     assert sorted(verdict["drift"]["drifted_features"]) == ["annual_income", "has_co_signer"]
+
+
+@pytest.mark.own_data
+def test_the_kfp_pipeline_on_it_registers_what_dvc_repro_registered(project: Project) -> None:
+    """The same pipeline on Kubeflow Pipelines' local runner (`make kfp-run-local`, in the
+    project's own .venv), on the user's file and the labelled rows the guide saved: the
+    version it registers has the metrics and the data lineage of the one the guide's last
+    `dvc repro` registered from the same inputs, and it wins nothing from that one. The
+    checkout's outputs are left as they were. (Last: it moves the challenger alias.)"""
+    if not project.caps["has_kfp"]:
+        pytest.skip(f"level {project.level} has no Kubeflow pipeline")
+    status = project.python("-m", "dvc", "status").stdout
+    assert "up to date" in status, f"the guide left the pipeline out of date: {status}"
+    registered = (project.path / "reports" / "registered.json").read_bytes()
+    before = registry_state(project)
+    result = project.make("kfp-run-local")
+    after = registry_state(project)
+    (added,) = set(after["versions"]) - set(before["versions"])
+    dvc = after["versions"][str(json.loads(registered)["version"])]
+    kfp = after["versions"][added]
+    assert kfp["metrics"] == dvc["metrics"]
+    lineage = ("data_hash", "train_data_hash", "params_hash")
+    assert {tag: kfp["tags"].get(tag) for tag in lineage} == {
+        tag: dvc["tags"].get(tag) for tag in lineage
+    }
+    assert (project.path / "reports" / "registered.json").read_bytes() == registered
+    if project.caps["has_promotion"]:  # a tie with what it equals
+        verdict = json.loads((project.path / "build" / "kfp" / "promotion.json").read_text())
+        assert (verdict["version"], verdict["promoted"]) == (added, False), verdict
+        assert f"kfp: version {added}: not promoted" in result.stdout

@@ -193,6 +193,17 @@ def test_each_overlay_serves_its_own_alias_in_its_own_namespace(overlay: Overlay
             "key": "token",
             "optional": True,
         },
+        # deploy/mlflow's server wants a login (basic auth), and a bearer token none
+        "MLFLOW_TRACKING_USERNAME": {
+            "name": f"{overlay.slug}-mlflow",
+            "key": "username",
+            "optional": True,
+        },
+        "MLFLOW_TRACKING_PASSWORD": {
+            "name": f"{overlay.slug}-mlflow",
+            "key": "password",
+            "optional": True,
+        },
     } | {  # the store the logs are shipped to (SERVING_LOG_SHIP_TO), by another Secret
         variable: {"name": f"{overlay.slug}-log-store", "key": key, "optional": True}
         for variable, key in (
@@ -395,3 +406,45 @@ def test_the_validation_catches_a_broken_manifest(
     broken.write_text(text.replace(right, wrong), encoding="utf-8")
     found = problems(broken, len(overlay.resources))
     assert any(message in problem for problem in found), found
+
+
+def test_the_team_server_s_manifests_pass_strictly_and_take_every_credential_by_secret(
+    projects: dict[str, Path], tmp_path: Path
+) -> None:
+    """deploy/kubernetes/mlflow: the team's tracking server (deploy/mlflow's image, at
+    the version its requirements pin, never `latest`), spread over the nodes, probed on
+    /health, on a read-only root. Every variable its Dockerfile says it takes is set, and
+    each one that is a credential or an address of the user's comes from its Secret."""
+    for name, project in projects.items():
+        folder = project / KUBERNETES / "mlflow"
+        rendered = run([kubectl(), "kustomize", str(folder)], project).stdout
+        stream = tmp_path / f"{name}-mlflow.yaml"
+        stream.write_text(rendered, encoding="utf-8")
+        resources = [doc for doc in yaml.safe_load_all(rendered) if doc]
+        kinds = {"Namespace", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"}
+        assert sorted(resource["kind"] for resource in resources) == sorted(kinds)
+        assert not problems(stream, len(resources))
+        slug = yaml.safe_load((project / ".copier-answers.yml").read_text())["project_slug"]
+        (deployment,) = [item for item in resources if item["kind"] == "Deployment"]
+        assert deployment["metadata"]["namespace"] == f"{slug}-mlflow"
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        requirements = (project / "deploy" / "mlflow" / "requirements.txt").read_text()
+        pin = re.search(r"^mlflow\[auth\]==(\S+)", requirements, re.M)
+        assert pin and container["image"] == f"{slug}-mlflow:{pin.group(1)}"
+        plain = {item["name"] for item in container["env"] if "value" in item}
+        secret = {
+            item["name"]: item["valueFrom"]["secretKeyRef"]["name"]
+            for item in container["env"]
+            if "secretKeyRef" in item.get("valueFrom", {})
+        }
+        assert set(secret.values()) == {f"{slug}-mlflow-server"}
+        assert plain == {"MLFLOW_HOST", "MLFLOW_PORT", "MLFLOW_SERVER_ALLOWED_HOSTS", "HOME"}
+        dockerfile = (project / "deploy" / "mlflow" / "Dockerfile").read_text()
+        header = dockerfile.split("# Then each client", 1)[0]
+        taken = set(re.findall(r"\b(?:MLFLOW|AWS|PG)[A-Z0-9_]+\b", header))
+        assert taken == set(secret) | {"MLFLOW_SERVER_ALLOWED_HOSTS"}, taken ^ set(secret)
+        assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["httpGet"]["path"] == "/health", probe
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -24,6 +24,7 @@ from mlops_harness.processes import free_port, git, run, spawn, stop_group
 from mlops_harness.projects import (
     Project,
     installed,
+    open_project,
     pipeline_stages,
     raw_data,
     recorded_md5,
@@ -527,7 +528,7 @@ def team(pipeline: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     environment variables) on a real PostgreSQL and an S3-compatible object store."""
     deploy = pipeline.path / "deploy" / "mlflow"
     scratch = tmp_path_factory.mktemp("team")
-    with team_server(deploy / "requirements.txt", deploy / "auth.ini", scratch) as server:
+    with team_server(deploy, scratch) as server:
         yield server
 
 
@@ -605,6 +606,29 @@ def run_of(state: dict[str, Any], version: str) -> dict[str, Any]:
     return next(item for item in state["runs"] if item["id"] == run_id)
 
 
+def workflow_step(
+    project: Project, workflow: str, name: str, env: Mapping[str, str], scratch: Path
+) -> tuple[dict[str, str], str]:
+    """A `run:` step of one of the project's workflows, run as GitHub's runner runs it
+    (`bash -e`, the Python of the job's setup on PATH, files for its outputs and its
+    summary): the outputs it set, and what it added to the summary."""
+    path = project.path / ".github" / "workflows" / workflow
+    jobs = yaml.safe_load(path.read_text(encoding="utf-8"))["jobs"]
+    (script,) = [
+        step["run"]
+        for job in jobs.values()
+        for step in job.get("steps", [])
+        if step.get("name") == name
+    ]
+    output, summary = scratch / "github-output", scratch / "github-step-summary"
+    output.write_text("")
+    summary.write_text("")
+    files = {"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
+    run(["bash", "-e", "-c", script], project.path, {**project.activated_env, **env, **files})
+    values = dict(line.split("=", 1) for line in output.read_text().splitlines() if line)
+    return values, summary.read_text()
+
+
 def test_the_kfp_pipeline_registers_what_dvc_repro_registers(
     pipeline: Project, team: TeamServer, login: dict[str, str], tmp_path: Path
 ) -> None:
@@ -619,6 +643,8 @@ def test_the_kfp_pipeline_registers_what_dvc_repro_registers(
     assert len(before["versions"]) == 1, "the team server test runs first"
     (dvc_version,) = before["versions"]
     checkout = outputs(pipeline)
+    promotion = pipeline.path / "reports" / "promotion.json"
+    promoted_by_dvc = promotion.read_bytes() if promotion.exists() else b""
     # The source as a file (a copy of the snapshot, which ingest reads back byte for
     # byte), which the pipeline's importer brings in.
     source = tmp_path / "rows.csv"
@@ -650,6 +676,23 @@ def test_the_kfp_pipeline_registers_what_dvc_repro_registers(
             tag: dvc_version["tags"].get(tag) for tag in same
         }
         assert outputs(pipeline) == checkout, "the run wrote into the checkout"
+        # The promote step's decision, read back from the registry as after a cluster's
+        # run, where the Train workflow hands it on to Deploy: the same model does not
+        # beat the champion dvc repro made.
+        if pipeline.caps["has_promotion"]:
+            assert promotion.read_bytes() == promoted_by_dvc, "dvc.yaml's output was written"
+            verdict = json.loads((pipeline.path / "build/kfp/promotion.json").read_text())
+            assert (verdict["version"], verdict["promoted"]) == (added["version"], False)
+            assert verdict["previous_champion"] == verdict["champion"] == dvc_version["version"]
+            assert verdict["reason"] == added["tags"]["promotion.reason"]
+            assert f"kfp: version {added['version']}: not promoted" in result.stdout
+            # The Train workflow's hand-off, run as its runner runs it, reads that file.
+            if pipeline.caps["has_cd"]:
+                step = "Pass a new champion on to Deploy"
+                uri = {"MLFLOW_TRACKING_URI": team.url}
+                handed, summary = workflow_step(pipeline, "train.yml", step, uri, tmp_path)
+                assert handed == {"deploy": "false"}, handed
+                assert f"version {added['version']} is not promoted" in summary, summary
         if pipeline.caps["has_traceable_serving"]:
             model = httpx.get(
                 f"{team.url}/api/2.0/mlflow/registered-models/get",
@@ -663,3 +706,29 @@ def test_the_kfp_pipeline_registers_what_dvc_repro_registers(
                 assert str(served["version"]) == aliases["champion"], (served, aliases)
     finally:
         restore(pipeline)
+
+
+def test_a_second_checkout_s_monitor_judges_the_team_server_s_champion(
+    pipeline: Project, team: TeamServer, login: dict[str, str], tmp_path: Path
+) -> None:
+    """Another machine's checkout (a clone: no data, no models, no store of its own),
+    logged in to the team server: `make monitor` on the traffic that the service, serving
+    the server's champion, logged judges that champion, against the drift reference
+    logged with its run on the server, and makes no store of its own."""
+    if not pipeline.caps["has_drift_detection"]:
+        pytest.skip(f"level {pipeline.level} has no monitor")
+    served = tmp_path / "served" / "predictions.jsonl"
+    settings = {"SERVING_PREDICTION_LOG": str(served), **login}
+    with serving(pipeline, tmp_path / "serve.log", **settings) as server:
+        champion = httpx.get(f"{server.url}/version", timeout=10).json()["version"]
+        sent = pipeline.make("simulate", URL=server.url, ROWS="200")
+        assert "200 answered, 0 failed" in sent.stdout, sent.stdout
+    clone = tmp_path / "elsewhere"
+    git(tmp_path, "clone", "--quiet", str(pipeline.path), str(clone))
+    elsewhere = open_project(clone, pipeline.tools)
+    assert not (clone / "models" / "model.skops").exists() and not raw_data(elsewhere).exists()
+    elsewhere.make("monitor", RETRAIN="", LOG=str(served), **login)
+    verdict = json.loads((clone / "reports" / "monitor" / "verdict.json").read_text())
+    assert verdict["champion"]["version"] == str(champion), verdict["champion"]
+    assert verdict["window"]["requests"] == 200, verdict["window"]
+    assert not (clone / "mlflow.db").exists(), "a store of its own"

@@ -478,6 +478,10 @@ def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
             second = load.stop()
             after = httpx.get(f"{server.url}/metrics", timeout=10).text
         seen = in_the_store(project, store, "s3://shipped/logs/predictions")
+        # `make monitor` reads that window back from the store: every record, once.
+        shipped = {**CREDENTIALS, "AWS_ENDPOINT_URL": store}
+        project.make("monitor", RETRAIN="", LOG="s3://shipped/logs/predictions", **shipped)
+        monitored = json.loads((project.path / "reports/monitor/verdict.json").read_text())
     twice = {request_id: count for request_id, count in seen.items() if count > 1}
     assert not twice, f"shipped more than once: {list(twice.items())[:5]}"
     assert on_disk <= set(seen), f"on disk at the kill, not shipped: {len(on_disk - set(seen))}"
@@ -486,6 +490,7 @@ def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
     assert {rid for _, rid in second} <= set(seen), "the graceful stop shipped everything"
     assert metric(after, "log_shipping_failing") == 0
     assert not list((logs / "outbox").rglob("*.jsonl")), "the outbox is empty at the end"
+    assert monitored["window"]["requests"] == len(seen), monitored["window"]
     acknowledged = len(first) + len(second)
     assert acknowledged > 400, "too little load to measure"
     print(f"shipping: {len(seen)} records in the store, each once, of {acknowledged}"

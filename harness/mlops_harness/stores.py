@@ -172,20 +172,17 @@ class TeamServer:
 
 
 @contextmanager
-def team_server(requirements: Path, auth_ini: Path, scratch: Path) -> Iterator[TeamServer]:
-    """The project's team server (deploy/mlflow): `mlflow server --app-name basic-auth` on
-    PostgreSQL (runs, registry, logins) and the object store (artifacts, proxied), set by
-    environment variables as its Dockerfile says, with a first admin."""
-    venv = server_env(requirements)
+def team_server(deploy: Path, scratch: Path) -> Iterator[TeamServer]:
+    """The project's team server (``deploy``: its deploy/mlflow folder), started by its
+    serve.sh as its image starts it: `mlflow server --app-name basic-auth` on PostgreSQL
+    (runs, registry, logins) and the object store (artifacts, proxied), set by environment
+    variables as its Dockerfile says, with a first admin."""
+    venv = server_env(deploy / "requirements.txt")
     bucket = "team-mlflow"
     with (
         postgres(scratch / "db", ("mlflow", "mlflow_auth")) as database,
         object_store(scratch / "s3", bucket) as store,
     ):
-        config = scratch / "auth.ini"
-        config.write_text(
-            auth_ini.read_text().replace("sqlite:////tmp/mlflow-auth.db", f"{database}/mlflow_auth")
-        )
         admin = ("admin", "admin-password-for-tests")
         port = free_port()
         env: Mapping[str, str] = {
@@ -195,19 +192,21 @@ def team_server(requirements: Path, auth_ini: Path, scratch: Path) -> Iterator[T
             "MLFLOW_BACKEND_STORE_URI": f"{database}/mlflow",
             "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{bucket}/mlflow",
             "MLFLOW_S3_ENDPOINT_URL": store,
-            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_CONFIG_PATH": str(deploy / "auth.ini"),
+            "MLFLOW_AUTH_DATABASE_URI": f"{database}/mlflow_auth",
+            "MLFLOW_HOST": "127.0.0.1",
+            "MLFLOW_PORT": str(port),
+            "TMPDIR": str(scratch),
+            "PATH": os.pathsep.join([str(venv / "bin"), os.environ["PATH"]]),
             "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
             "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": "csrf-key-for-tests",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
-        process = spawn(
-            [str(venv / "bin" / "mlflow"), "server", "--app-name", "basic-auth", "--host",
-             "127.0.0.1", "--port", str(port), "--workers", "1"],
-            scratch / "server.log",
-            env,
-        )  # fmt: skip
+        # As the image starts it: its serve.sh (here with one worker).
+        serve = ["sh", str(deploy / "serve.sh"), "--workers", "1"]
+        process = spawn(serve, scratch / "server.log", env)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for_http(f"{url}/health", process, timeout=120)
