@@ -184,6 +184,10 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/mlops/logs.py",
         "tests/test_service_metrics.py",
     )),
+    Capability("has_observe_stack", 3, "`make observe`: a local Prometheus scraping the service"
+               " (with Alertmanager, the rules and a Pushgateway at level 4)", (
+        "monitoring/prometheus/prometheus.yml", "src/{package}/mlops/observe.py",
+    )),
     Capability("has_log_shipping", 3, "the logs' sealed files shipped to an object store"
                " (S3 or a folder), exactly once; the monitors read them there", (
         "src/{package}/serving/shipping.py", "src/{package}/serving/settings/shipping.py",
@@ -210,8 +214,10 @@ CAPABILITIES: tuple[Capability, ...] = (
         "src/{package}/serving/routes/feedback.py", "src/{package}/serving/ledger.py",
         "src/{package}/serving/settings/feedback.py",
     )),
-    Capability("has_alerting", 4, "Prometheus alert rules with their unit tests, a dashboard", (
-        "monitoring/*",
+    Capability("has_alerting", 4, "Prometheus alert rules with their unit tests, Alertmanager,"
+               " a dashboard", (
+        "monitoring/prometheus/alerts.yml", "monitoring/prometheus/alerts.test.yml",
+        "monitoring/alertmanager/*", "monitoring/grafana/*",
     )),
     Capability("has_retraining", 4, "drift or decay retrains, bounded by a cool-down", (
         "src/{package}/mlops/retrain.py", "data/feedback/.gitkeep", "tests/test_retrain.py",

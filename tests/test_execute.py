@@ -30,7 +30,7 @@ import yaml
 from mlops_harness.data import AWKWARD_TARGET, awkward_table
 from mlops_harness.environments import UserShell, user_env
 from mlops_harness.guide import Guide, commands, guided
-from mlops_harness.ladder import OWN_DATA, run_id, selected_runs
+from mlops_harness.ladder import OWN_DATA, capabilities, run_id, selected_runs
 from mlops_harness.locks import installed_versions, locked_versions, not_as_locked, pinned_versions
 from mlops_harness.paths import CACHE, ROOT, tool
 from mlops_harness.processes import appended, git, run
@@ -42,6 +42,7 @@ from mlops_harness.projects import (
     recorded_md5,
     sha256,
 )
+from mlops_harness.promtool import ensure_stack
 from mlops_harness.registry import registry_state
 from mlops_harness.rendering import Render
 from mlops_harness.screenshots import png_colours, screenshot
@@ -128,6 +129,8 @@ def guided_run(
     def after_tests() -> None:
         around["after"] = written_files(path, *kept)
 
+    if capabilities(level)["has_observe_stack"]:
+        ensure_stack()  # the guide's `make observe` starts Prometheus and the rest
     with guided(cwd, user_env(installer == "uv"), tmp_path_factory.mktemp("guide")) as guide:
         guide.run(before)
         assert guide.cwd == path

@@ -34,6 +34,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,13 @@ import yaml
 
 from mlops_harness.environments import ProjectEnv
 from mlops_harness.ladder import lowest_built_level_with
-from mlops_harness.processes import appended, git, run
+from mlops_harness.processes import appended, free_port, git, run
 from mlops_harness.projects import Project, trained_project
-from mlops_harness.promtool import Unavailable, promtool
+from mlops_harness.promtool import Unavailable, ensure_stack, prometheus_tool, promtool
 from mlops_harness.registry import registry_state, set_alias
 from mlops_harness.rendering import Render
 from mlops_harness.screenshots import png_colours, screenshot
-from mlops_harness.servers import Server, serving
+from mlops_harness.servers import AlertReceiver, Server, serving
 
 pytestmark = pytest.mark.slow
 
@@ -93,10 +94,12 @@ class Phases:
         self.results: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, str] = {}
 
-    def run(self, name: str, rows: int, retrain: bool, **simulate: str) -> dict[str, Any]:
+    def run(
+        self, name: str, rows: int, retrain: bool, pushgateway: str = "", **simulate: str
+    ) -> dict[str, Any]:
         """``make simulate`` (ROWS, SHIFT, DEGRADE), then ``make monitor`` on the log
         lines that traffic added (cut out of the log by its offset: the log is append-only,
-        so a slice is exact where a time window is not)."""
+        so a slice is exact where a time window is not), pushing to ``pushgateway``."""
         offset = self.log.stat().st_size if self.log.is_file() else 0
         sent = self.project.make("simulate", URL=self.server.url, ROWS=str(rows), **simulate)
         assert f"{rows} answered, 0 failed" in sent.stdout, sent.stdout
@@ -104,7 +107,10 @@ class Phases:
         assert added.count(b"\n") == rows, "one record per answered request"
         sliced = self.project.path / "logs" / f"phase-{name}.jsonl"
         sliced.write_bytes(added)
-        monitored = self.project.make("monitor", LOG=str(sliced), RETRAIN="1" if retrain else "")
+        settings = {"MONITOR_PUSHGATEWAY": pushgateway} if pushgateway else {}
+        monitored = self.project.make(
+            "monitor", LOG=str(sliced), RETRAIN="1" if retrain else "", **settings
+        )
         self.outputs[name] = monitored.stdout
         folder = self.project.path / "reports" / "monitor"
         result: dict[str, Any] = json.loads((folder / "verdict.json").read_text())
@@ -609,3 +615,173 @@ def test_the_monitoring_workflow_hands_the_rows_to_train_through_dvc_and_git(
     run([python, "-m", f"{project.package}.ingest"], train_job, env)
     raw = pd.read_csv(train_job / "data" / "raw" / "data.csv")
     assert len(raw) == project.raw_rows + 300  # type: ignore[attr-defined]
+
+
+# The live operations stack (last: it stops the module's service) ------------------------
+
+
+@dataclass
+class Stack:
+    """`make observe`'s Prometheus, Alertmanager and Pushgateway, and the receiver its
+    Alertmanager posts to."""
+
+    prometheus: str
+    pushgateway: str
+    receiver: AlertReceiver
+    started: float
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=10)
+        answer.raise_for_status()
+        result: list[dict[str, Any]] = answer.json()["data"]["result"]
+        return result
+
+    def value(self, promql: str) -> float | None:
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_for_value(self, promql: str, expected: float, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.value(promql) != expected:
+            assert time.monotonic() < deadline, f"{promql} = {self.value(promql)}, not {expected}"
+            time.sleep(0.25)
+
+
+# Seconds, through the project's own settings (the rules as they are, but for `for:`).
+STACK_SETTINGS = {
+    "OBSERVE_SCRAPE_SECONDS": "0.5",
+    "OBSERVE_EVALUATION_SECONDS": "0.5",
+    "OBSERVE_ALERT_FOR": "2",
+    "OBSERVE_ALERT_GROUP_SECONDS": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(project: Project, service: Server) -> Iterator[Stack]:
+    """`make observe`, as the GUIDE runs it next to `make serve`: Debian's binaries on
+    PATH, the project's monitoring/ files, every part on a free port."""
+    try:
+        ensure_stack()
+    except Unavailable as reason:
+        pytest.skip(str(reason))
+    receiver = AlertReceiver()
+    ports = {name: str(free_port()) for name in ("PROMETHEUS", "ALERTMANAGER", "PUSHGATEWAY")}
+    settings = {f"OBSERVE_{name}_PORT": port for name, port in ports.items()}
+    settings |= STACK_SETTINGS | {"OBSERVE_WEBHOOK_URL": receiver.url}
+    settings["SERVING_PORT"] = service.url.rsplit(":", 1)[1]
+    started = time.monotonic()
+    project.make("observe", **settings)
+    try:
+        yield Stack(
+            f"http://127.0.0.1:{ports['PROMETHEUS']}",
+            f"http://127.0.0.1:{ports['PUSHGATEWAY']}",
+            receiver,
+            started,
+        )
+    finally:
+        project.make("observe-down")
+        receiver.stop()
+
+
+def test_prometheus_scrapes_the_service_and_counts_every_request(
+    project: Project, service: Server, stack: Stack
+) -> None:
+    """The configs `make observe` wrote pass promtool and amtool; Prometheus scrapes the
+    running service (`up` is 1), and its count of /predict requests rises by exactly the
+    number sent."""
+    state = project.path / ".observe"
+    run([str(promtool()), "check", "config", str(state / "prometheus.yml")], project.path)
+    amtool = str(prometheus_tool("amtool"))
+    run([amtool, "check-config", str(state / "alertmanager.yml")], project.path)
+    job = project.answers["project_slug"]
+    stack.wait_for_value(f'up{{job="{job}"}}', 1)
+    counted = f'sum({project.package}_http_requests_total{{job="{job}", route="/predict"}})'
+    before = stack.value(counted) or 0
+    row = json.loads(
+        pd.read_csv(project.path / "data" / "raw" / "data.csv")
+        .loc[:, project.features]
+        .head(1)
+        .to_json(orient="records")
+    )
+    for _ in range(25):
+        assert httpx.post(f"{service.url}/predict", json=row, timeout=10).status_code == 200
+    stack.wait_for_value(counted, before + 25)
+    time.sleep(1.5)  # three more scrapes: still exactly that
+    assert stack.value(counted) == before + 25
+
+
+def test_pushed_drift_fires_through_alertmanager_and_resolves(
+    project: Project, phases: Phases, stack: Stack
+) -> None:
+    """`make monitor` with MONITOR_PUSHGATEWAY pushes its verdict: on the shifted phase's
+    traffic, FeatureDriftDetected fires for exactly the shifted features and reaches
+    Alertmanager's receiver with its labels and annotations; on calm traffic, it
+    resolves. The pushed series keep the job the rules and the dashboard expect."""
+    gateway = {"MONITOR_PUSHGATEWAY": stack.pushgateway, "RETRAIN": ""}
+    pushed = time.monotonic()
+    project.make("monitor", LOG=str(project.path / "logs" / "phase-shifted.jsonl"), **gateway)
+    firing = stack.receiver.wait_for("FeatureDriftDetected", "firing")
+    fired = time.monotonic() - pushed
+    drift = f"{project.package}_drift_detected"
+    series = stack.query(f'{drift}{{feature!="prediction"}} == 1')
+    assert {item["metric"]["job"] for item in series} == {"monitor"}
+    flagged = {item["metric"]["feature"] for item in series}
+    assert flagged == set(SHIFTS), flagged
+    time.sleep(2)  # the group's next send, with every feature that fired
+    features = {
+        alert["labels"]["feature"]
+        for alert in stack.receiver.alerts("FeatureDriftDetected", "firing")
+    }
+    assert features == set(SHIFTS), features
+    alert = firing[0]
+    assert alert["labels"]["severity"] == "warning" and alert["labels"]["component"] == "monitor"
+    assert alert["annotations"]["summary"].startswith("Data drift on feature ")
+    assert "make monitor" in alert["annotations"]["runbook"]
+    # The cause removed: traffic like the champion's training data (since the shifted
+    # phase's retraining, the data with that phase's labelled rows).
+    calmed = time.monotonic()
+    calm = phases.run("observed-calm", rows=400, retrain=False, pushgateway=stack.pushgateway)
+    assert calm["drift"]["drifted_features"] == [], calm["drift"]
+    stack.receiver.wait_for("FeatureDriftDetected", "resolved")
+    resolved = time.monotonic() - calmed
+    # The monitor had not pushed before: its metrics were missing, and are there now.
+    stack.receiver.wait_for("MonitorMetricsMissing", "firing")
+    stack.receiver.wait_for("MonitorMetricsMissing", "resolved")
+    print(
+        f"FeatureDriftDetected: fired {fired:.1f} s after `make monitor` began, resolved"
+        f" {resolved:.1f} s after the calm traffic began (`make simulate`, `make monitor`)"
+    )
+
+
+def test_the_service_down_fires_and_resolves_when_it_is_back(
+    project: Project, service: Server, stack: Stack, tmp_path: Path
+) -> None:
+    """The service stopped: PredictionServiceDown goes pending, then firing, and reaches
+    the receiver; started again on its port, it resolves. (The module's last test.)"""
+    job = project.answers["project_slug"]
+    rules = f"{stack.prometheus}/api/v1/alerts"
+    service.stop()
+    stopped = time.monotonic()
+    states = set()
+    while not stack.receiver.alerts("PredictionServiceDown", "firing"):
+        assert time.monotonic() - stopped < 60, f"not fired; states seen: {states}"
+        states |= {
+            alert["state"]
+            for alert in httpx.get(rules, timeout=10).json()["data"]["alerts"]
+            if alert["labels"]["alertname"] == "PredictionServiceDown"
+        }
+        time.sleep(0.2)
+    fired = time.monotonic() - stopped
+    assert "pending" in states, states
+    (alert,) = stack.receiver.alerts("PredictionServiceDown", "firing")[:1]
+    assert alert["labels"]["severity"] == "critical" and alert["labels"]["project"] == job
+    port = int(service.url.rsplit(":", 1)[1])
+    restarted = time.monotonic()
+    with serving(project, tmp_path / "again.log", port=port, SERVING_LOG_LEVEL="WARNING"):
+        back = time.monotonic() - restarted
+        stack.receiver.wait_for("PredictionServiceDown", "resolved")
+        resolved = time.monotonic() - restarted
+    print(
+        f"PredictionServiceDown: fired {fired:.1f} s after the stop, resolved"
+        f" {resolved:.1f} s after the restart (the service answered after {back:.1f} s)"
+    )

@@ -636,9 +636,8 @@ def test_the_kfp_pipeline_registers_what_dvc_repro_registers(
     the compiled file with KFP's local runner, every step a process that passes artifacts:
     the version it registers there has the metrics, parameters, lineage tags and artifacts
     of the one `dvc repro` registered there (the test before) on the same data, params and
-    commit, and it leaves the checkout's data and models alone. The service then serves
-    the champion from the team server. (A step whose module fails fails its component:
-    the project's test_pipelines.py.)"""
+    commit, and it leaves the checkout's data and models alone. (A step whose module fails
+    fails its component: the project's test_pipelines.py.)"""
     before = registry(pipeline, login=login)
     assert len(before["versions"]) == 1, "the team server test runs first"
     (dvc_version,) = before["versions"]
@@ -693,17 +692,6 @@ def test_the_kfp_pipeline_registers_what_dvc_repro_registers(
                 handed, summary = workflow_step(pipeline, "train.yml", step, uri, tmp_path)
                 assert handed == {"deploy": "false"}, handed
                 assert f"version {added['version']} is not promoted" in summary, summary
-        if pipeline.caps["has_traceable_serving"]:
-            model = httpx.get(
-                f"{team.url}/api/2.0/mlflow/registered-models/get",
-                params={"name": pipeline.answers["project_slug"]},
-                auth=(login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"]),
-                timeout=10,
-            ).json()["registered_model"]
-            aliases = {item["alias"]: item["version"] for item in model["aliases"]}
-            with serving(pipeline, tmp_path / "serve.log", **login) as server:
-                served = httpx.get(f"{server.url}/version", timeout=10).json()
-                assert str(served["version"]) == aliases["champion"], (served, aliases)
     finally:
         restore(pipeline)
 
@@ -711,16 +699,26 @@ def test_the_kfp_pipeline_registers_what_dvc_repro_registers(
 def test_a_second_checkout_s_monitor_judges_the_team_server_s_champion(
     pipeline: Project, team: TeamServer, login: dict[str, str], tmp_path: Path
 ) -> None:
-    """Another machine's checkout (a clone: no data, no models, no store of its own),
-    logged in to the team server: `make monitor` on the traffic that the service, serving
-    the server's champion, logged judges that champion, against the drift reference
-    logged with its run on the server, and makes no store of its own."""
-    if not pipeline.caps["has_drift_detection"]:
-        pytest.skip(f"level {pipeline.level} has no monitor")
+    """The service serves the team server's champion. Another machine's checkout (a
+    clone: no data, no models, no store of its own), logged in to the team server: `make
+    monitor` on the traffic the service logged judges that champion, against the drift
+    reference logged with its run on the server, and makes no store of its own."""
+    if not pipeline.caps["has_traceable_serving"]:
+        pytest.skip(f"level {pipeline.level} serves no alias of the registry")
+    model = httpx.get(
+        f"{team.url}/api/2.0/mlflow/registered-models/get",
+        params={"name": pipeline.answers["project_slug"]},
+        auth=(login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"]),
+        timeout=10,
+    ).json()["registered_model"]
+    aliases = {item["alias"]: item["version"] for item in model["aliases"]}
     served = tmp_path / "served" / "predictions.jsonl"
     settings = {"SERVING_PREDICTION_LOG": str(served), **login}
     with serving(pipeline, tmp_path / "serve.log", **settings) as server:
         champion = httpx.get(f"{server.url}/version", timeout=10).json()["version"]
+        assert str(champion) == aliases["champion"], (champion, aliases)
+        if not pipeline.caps["has_drift_detection"]:
+            return  # no monitor at this level
         sent = pipeline.make("simulate", URL=server.url, ROWS="200")
         assert "200 answered, 0 failed" in sent.stdout, sent.stdout
     clone = tmp_path / "elsewhere"

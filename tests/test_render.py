@@ -17,6 +17,7 @@ from mlops_harness.ladder import capabilities, dataset_named, ladder
 from mlops_harness.locks import pinned_versions
 from mlops_harness.paths import ROOT, tool
 from mlops_harness.processes import run
+from mlops_harness.promtool import prometheus_tool, promtool
 from mlops_harness.rendering import Render, rendered_files
 
 pytestmark = pytest.mark.xdist_scope("test")
@@ -213,6 +214,28 @@ def test_the_team_server_is_the_version_of_the_project_s_mlflow_client(
     client = pinned_versions(project, dev=False)["mlflow-skinny"]
     pins = re.findall(r"^mlflow\[auth\]==(\S+)", requirements.read_text(), re.MULTILINE)
     assert pins == [client]
+
+
+def test_the_operations_stack_s_configs_pass_promtool_and_amtool(
+    rendered: tuple[int, Path], tmp_path: Path
+) -> None:
+    """`make observe`'s configs (monitoring/prometheus/prometheus.yml, and at level 4
+    monitoring/alertmanager/alertmanager.yml, and the rules) pass Prometheus' and
+    Alertmanager's own checkers. (test_operations checks the ones `make observe` writes.)"""
+    level, project = rendered
+    caps = capabilities(level)
+    monitoring = project / "monitoring"
+    if not caps["has_observe_stack"]:
+        assert not monitoring.exists()
+        return
+    assert (monitoring / "alertmanager" / "alertmanager.yml").exists() == caps["has_alerting"]
+    prometheus = monitoring / "prometheus" / "prometheus.yml"
+    checks = [[str(promtool()), "check", "config", str(prometheus)]]
+    if caps["has_alerting"]:
+        alertmanager = monitoring / "alertmanager" / "alertmanager.yml"
+        checks.append([str(prometheus_tool("amtool")), "check-config", str(alertmanager)])
+    for check in checks:
+        run(check, project)
 
 
 def test_secret_files_are_git_ignored(rendered: tuple[int, Path]) -> None:

@@ -13,14 +13,18 @@ which a reader sees too (the guide's opening paragraph says what they mean):
 Every other command must exit 0. The commands of one block run in one shell session, as a
 user types them into one terminal (``source .venv/bin/activate`` holds until the block
 ends); a server's command ends the session, and the commands after it run in a new one.
-Ports: the guide says 8000 (the service) and 5000 (the MLflow UI); each is replaced by a
-free port, in the commands and in the environment (``SERVING_PORT``, ``UI_PORT``), so
-that guides run side by side.
+Ports: the guide says 8000 (the service), 5000 (the MLflow UI) and 9090, 9093, 9091 (the
+operations stack); each is replaced by a free port, in the commands and in the
+environment (PORTS' variables), so that guides run side by side.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +40,13 @@ BLOCK = re.compile(r"^```(?:bash|sh)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 COMMENT = re.compile(r"\s{2,}#\s(.*)$")  # a comment: two spaces or more, then "# "
 SHOWS = re.compile(r'shows "([^"]+)"')
 URL = re.compile(r"https?://[^\s,;)]+")
-PORTS = {"8000": "SERVING_PORT", "5000": "UI_PORT"}  # the guide's ports: their variables
+PORTS = {  # the guide's ports: their variables
+    "8000": "SERVING_PORT",
+    "5000": "UI_PORT",
+    "9090": "OBSERVE_PROMETHEUS_PORT",
+    "9093": "OBSERVE_ALERTMANAGER_PORT",
+    "9091": "OBSERVE_PUSHGATEWAY_PORT",
+}
 MARKER = "::guide-command::"
 CWD_MARKER = "::guide-cwd::"
 
@@ -204,6 +214,13 @@ class Guide:
     def stop(self) -> None:
         for server in self.servers:
             stop_group(server)
+        # What `make observe` started, if the guide stopped before its `make observe-down`:
+        # each by the process id it recorded.
+        recorded = self.cwd / ".observe" / "pids.json"
+        if recorded.is_file():
+            for pid in json.loads(recorded.read_text()).values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
 
     def summary(self) -> str:
         """Each command run, its exit status and time, and the line it showed (Markdown)."""

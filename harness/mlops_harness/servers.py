@@ -3,13 +3,17 @@ a service: until it answers, is ready, serves a given model version."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -75,12 +79,13 @@ class Server:
 
 @contextmanager
 def serving(
-    project: Project, stdout: Path, ready: bool = True, **settings: str
+    project: Project, stdout: Path, ready: bool = True, port: int | None = None, **settings: str
 ) -> Iterator[Server]:
-    """`make serve` on a free port, answering `/health` (and, with ``ready``, `/ready` once
-    it can: a test of a service with no model yet says ``ready=False``); stopped by its
-    process group. ``settings`` are more environment variables (``SERVING_LOG_LEVEL=...``)."""
-    port = free_port()
+    """`make serve` on ``port`` (else a free one), answering `/health` (and, with ``ready``,
+    `/ready` once it can: a test of a service with no model yet says ``ready=False``);
+    stopped by its process group. ``settings`` are more environment variables
+    (``SERVING_LOG_LEVEL=...``)."""
+    port = port or free_port()
     with stdout.open("wb") as sink:
         process = subprocess.Popen(
             ["make", "serve", *project.tools.make_variables],
@@ -99,3 +104,53 @@ def serving(
         yield running
     finally:
         running.stop()
+
+
+class AlertReceiver:
+    """A webhook receiver for Alertmanager on a free loopback port: it records every
+    notification it is sent (Alertmanager's webhook JSON), firing or resolved."""
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        received = self.notifications
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+
+    def alerts(self, name: str, status: str) -> list[dict[str, Any]]:
+        """The alerts named ``name`` received with ``status`` (firing, resolved)."""
+        return [
+            alert
+            for notification in list(self.notifications)
+            for alert in notification["alerts"]
+            if alert["labels"]["alertname"] == name and alert["status"] == status
+        ]
+
+    def wait_for(self, name: str, status: str, timeout: float = 60) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.alerts(name, status)
+            if found:
+                return found
+            time.sleep(0.2)
+        everything = [alert for sent in self.notifications for alert in sent["alerts"]]
+        seen = sorted({(alert["labels"]["alertname"], alert["status"]) for alert in everything})
+        raise AssertionError(f"no {status} {name} in {timeout:g} s; received: {seen}")
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
