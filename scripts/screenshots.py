@@ -1,6 +1,7 @@
 """Take the docs site's screenshots: the service's interactive docs, `make plots`' page,
-the MLflow UI (`make ui`) and the drift report, each drawn by headless Chromium on a real
-project, into docs/screenshots/.
+the MLflow UI (`make ui`), the drift report and Prometheus' alerts page with an alert
+firing (`make observe`), each drawn by headless Chromium on a real project, into
+docs/screenshots/.
 
     .venv/bin/python scripts/screenshots.py
 
@@ -23,6 +24,7 @@ TESTS = [
     "tests/test_pipeline.py::test_the_plots_page_looks_right_in_a_browser",
     "tests/test_pipeline.py::test_make_ui_shows_the_pipeline_s_run_and_model",
     "tests/test_operations.py::test_the_drift_report_looks_right_in_a_browser",
+    "tests/test_operations.py::test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts",
 ]
 
 

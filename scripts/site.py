@@ -157,7 +157,10 @@ SCREENSHOTS = {
         ("mlflow-ui.png", "`make ui`: the MLflow UI on the project's runs"),
         ("mlflow-model.png", "`make ui`: the registered model, its versions and lineage tags"),
     ],
-    4: [("drift-report.png", "`make monitor`: the drift report of a shifted window")],
+    4: [
+        ("drift-report.png", "`make monitor`: the drift report of a shifted window"),
+        ("prometheus-alerts.png", "`make observe`: Prometheus' alerts, the service down"),
+    ],
 }
 
 

@@ -50,7 +50,7 @@ from mlops_harness.projects import Project, trained_project
 from mlops_harness.promtool import Unavailable, ensure_stack, prometheus_tool, promtool
 from mlops_harness.registry import registry_state, set_alias
 from mlops_harness.rendering import Render
-from mlops_harness.screenshots import png_colours, screenshot
+from mlops_harness.screenshots import CHROMIUM, png_colours, screenshot
 from mlops_harness.servers import AlertReceiver, Server, serving
 
 pytestmark = pytest.mark.slow
@@ -708,6 +708,11 @@ def test_prometheus_scrapes_the_service_and_counts_every_request(
     stack.wait_for_value(counted, before + 25)
     time.sleep(1.5)  # three more scrapes: still exactly that
     assert stack.value(counted) == before + 25
+    # One refused request: the errors' series, which the dashboard reads, exist.
+    errors = f'sum({project.package}_http_errors_total{{job="{job}", route="/predict"}})'
+    refused = stack.value(errors) or 0
+    assert httpx.post(f"{service.url}/predict", json={}, timeout=10).status_code == 422
+    stack.wait_for_value(errors, refused + 1)
 
 
 def test_pushed_drift_fires_through_alertmanager_and_resolves(
@@ -737,13 +742,18 @@ def test_pushed_drift_fires_through_alertmanager_and_resolves(
     assert alert["labels"]["severity"] == "warning" and alert["labels"]["component"] == "monitor"
     assert alert["annotations"]["summary"].startswith("Data drift on feature ")
     assert "make monitor" in alert["annotations"]["runbook"]
+    # Half the labels wrong (the degraded phase's window): decay, per variant.
+    project.make("monitor", LOG=str(project.path / "logs" / "phase-degraded.jsonl"), **gateway)
+    (decayed, *_) = stack.receiver.wait_for("ModelDecayDetected", "firing")
+    assert decayed["labels"]["variant"] in {"champion", "challenger"}, decayed["labels"]
     # The cause removed: traffic like the champion's training data (since the shifted
-    # phase's retraining, the data with that phase's labelled rows).
+    # phase's retraining, the data with that phase's labelled rows), labelled truly.
     calmed = time.monotonic()
     calm = phases.run("observed-calm", rows=400, retrain=False, pushgateway=stack.pushgateway)
     assert calm["drift"]["drifted_features"] == [], calm["drift"]
     stack.receiver.wait_for("FeatureDriftDetected", "resolved")
     resolved = time.monotonic() - calmed
+    stack.receiver.wait_for("ModelDecayDetected", "resolved")
     # The monitor had not pushed before: its metrics were missing, and are there now.
     stack.receiver.wait_for("MonitorMetricsMissing", "firing")
     stack.receiver.wait_for("MonitorMetricsMissing", "resolved")
@@ -753,11 +763,53 @@ def test_pushed_drift_fires_through_alertmanager_and_resolves(
     )
 
 
-def test_the_service_down_fires_and_resolves_when_it_is_back(
+def test_a_monitor_that_stopped_pushing_is_stale_until_it_runs_again(
+    project: Project, stack: Stack
+) -> None:
+    """MonitorStale: the Pushgateway holds a verdict whose last run is three days old (the
+    monitor's own metrics file, pushed as a monitor that stopped then would have left it:
+    no rule waits two days in a test), and the alert fires; the monitor runs again, and
+    it resolves."""
+    metrics = (project.path / "reports" / "monitor" / "metrics.prom").read_text()
+    name = f"{project.package}_monitor_last_run_timestamp_seconds"
+    old = time.time() - 3 * 86400
+    stale, count = re.subn(rf"^{name} \S+$", f"{name} {old}", metrics, flags=re.M)
+    assert count == 1, metrics
+    answer = httpx.put(f"{stack.pushgateway}/metrics/job/monitor", content=stale, timeout=10)
+    assert answer.status_code == 200, answer.text
+    stack.receiver.wait_for("MonitorStale", "firing")
+    gateway = {"MONITOR_PUSHGATEWAY": stack.pushgateway, "RETRAIN": ""}
+    project.make("monitor", LOG=str(project.path / "logs" / "phase-observed-calm.jsonl"), **gateway)
+    stack.receiver.wait_for("MonitorStale", "resolved")
+
+
+# A regression's service exports a histogram of predicted values; this one classifies.
+REGRESSION_ONLY = ("prediction_value_bucket", "prediction_value_sum")
+
+
+def dashboard_queries_return_series(project: Project, stack: Stack) -> None:
+    """Each of the Grafana dashboard's queries, evaluated by the live Prometheus, returns
+    series (but a regression's panels, on this classifier)."""
+    dashboard = json.loads((project.path / "monitoring" / "grafana" / "dashboard.json").read_text())
+    queries = [
+        target["expr"].replace("$__rate_interval", "1m").replace("$__range", "1h")
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if target.get("expr") and not any(part in target["expr"] for part in REGRESSION_ONLY)
+    ]
+    assert len(queries) > 20
+    empty = [query for query in queries if not stack.query(query)]
+    assert not empty, empty
+
+
+def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
     project: Project, service: Server, stack: Stack, tmp_path: Path
 ) -> None:
     """The service stopped: PredictionServiceDown goes pending, then firing, and reaches
-    the receiver; started again on its port, it resolves. (The module's last test.)"""
+    the receiver. Started again on its port with no model it can load (an alias no
+    version holds): that resolves, and its 503s fire PredictionHigh5xxRatio, and
+    NoChampionModelServed. Started as it should be, with traffic: both resolve. Then
+    every dashboard query returns series from what flowed. (The module's last test.)"""
     job = project.answers["project_slug"]
     rules = f"{stack.prometheus}/api/v1/alerts"
     service.stop()
@@ -771,17 +823,44 @@ def test_the_service_down_fires_and_resolves_when_it_is_back(
             if alert["labels"]["alertname"] == "PredictionServiceDown"
         }
         time.sleep(0.2)
-    fired = time.monotonic() - stopped
+    timings = {"PredictionServiceDown fired": time.monotonic() - stopped}
     assert "pending" in states, states
+    if CHROMIUM:  # Prometheus' alerts page, as a person sees it while the alert fires
+        picture = tmp_path / "prometheus-alerts.png"
+        title = screenshot(f"{stack.prometheus}/classic/alerts", picture, wait_ms=3000)
+        assert title == "Prometheus Time Series Collection and Processing Server", title
+        assert png_colours(picture) >= 16, "a blank page"
     (alert,) = stack.receiver.alerts("PredictionServiceDown", "firing")[:1]
     assert alert["labels"]["severity"] == "critical" and alert["labels"]["project"] == job
     port = int(service.url.rsplit(":", 1)[1])
-    restarted = time.monotonic()
-    with serving(project, tmp_path / "again.log", port=port, SERVING_LOG_LEVEL="WARNING"):
-        back = time.monotonic() - restarted
-        stack.receiver.wait_for("PredictionServiceDown", "resolved")
-        resolved = time.monotonic() - restarted
-    print(
-        f"PredictionServiceDown: fired {fired:.1f} s after the stop, resolved"
-        f" {resolved:.1f} s after the restart (the service answered after {back:.1f} s)"
+    row = json.loads(
+        pd.read_csv(project.path / "data" / "raw" / "data.csv")
+        .loc[:, project.features]
+        .head(1)
+        .to_json(orient="records")
     )
+    started = time.monotonic()
+    broken = {"SERVING_MODEL_ALIAS": "no-such-alias", "SERVING_LOG_LEVEL": "WARNING"}
+    with serving(project, tmp_path / "broken.log", ready=False, port=port, **broken) as server:
+        stack.receiver.wait_for("PredictionServiceDown", "resolved")
+        timings["PredictionServiceDown resolved"] = time.monotonic() - started
+        failing = time.monotonic()
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            # Spread over a few scrapes: a counter's rise before its first scrape is
+            # not an increase to Prometheus.
+            for _ in range(80):
+                assert client.post("/predict", json=row).status_code == 503
+                time.sleep(0.03)
+        for name in ("PredictionHigh5xxRatio", "NoChampionModelServed"):
+            stack.receiver.wait_for(name, "firing")
+            timings[f"{name} fired"] = time.monotonic() - failing
+    mended = time.monotonic()
+    with serving(project, tmp_path / "again.log", port=port, SERVING_LOG_LEVEL="WARNING") as server:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for _ in range(2500):  # the 503s fall below 5% of the last five minutes
+                assert client.post("/predict", json=row).status_code == 200
+        for name in ("PredictionHigh5xxRatio", "NoChampionModelServed"):
+            stack.receiver.wait_for(name, "resolved")
+            timings[f"{name} resolved"] = time.monotonic() - mended
+        dashboard_queries_return_series(project, stack)
+    print("; ".join(f"{what} in {seconds:.1f} s" for what, seconds in timings.items()))
