@@ -812,10 +812,12 @@ def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
     every dashboard query returns series from what flowed. (The module's last test.)"""
     job = project.answers["project_slug"]
     rules = f"{stack.prometheus}/api/v1/alerts"
+    # From here on: it may have fired at the stack's start, before the first scrape.
+    since = len(stack.receiver.notifications)
     service.stop()
     stopped = time.monotonic()
     states = set()
-    while not stack.receiver.alerts("PredictionServiceDown", "firing"):
+    while not stack.receiver.alerts("PredictionServiceDown", "firing", since):
         assert time.monotonic() - stopped < 60, f"not fired; states seen: {states}"
         states |= {
             alert["state"]
@@ -830,7 +832,7 @@ def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
         title = screenshot(f"{stack.prometheus}/classic/alerts", picture, wait_ms=3000)
         assert title == "Prometheus Time Series Collection and Processing Server", title
         assert png_colours(picture) >= 16, "a blank page"
-    (alert,) = stack.receiver.alerts("PredictionServiceDown", "firing")[:1]
+    (alert,) = stack.receiver.alerts("PredictionServiceDown", "firing", since)[:1]
     assert alert["labels"]["severity"] == "critical" and alert["labels"]["project"] == job
     port = int(service.url.rsplit(":", 1)[1])
     row = json.loads(
@@ -842,7 +844,7 @@ def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
     started = time.monotonic()
     broken = {"SERVING_MODEL_ALIAS": "no-such-alias", "SERVING_LOG_LEVEL": "WARNING"}
     with serving(project, tmp_path / "broken.log", ready=False, port=port, **broken) as server:
-        stack.receiver.wait_for("PredictionServiceDown", "resolved")
+        stack.receiver.wait_for("PredictionServiceDown", "resolved", since=since)
         timings["PredictionServiceDown resolved"] = time.monotonic() - started
         failing = time.monotonic()
         with httpx.Client(base_url=server.url, timeout=10) as client:
@@ -852,7 +854,7 @@ def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
                 assert client.post("/predict", json=row).status_code == 503
                 time.sleep(0.03)
         for name in ("PredictionHigh5xxRatio", "NoChampionModelServed"):
-            stack.receiver.wait_for(name, "firing")
+            stack.receiver.wait_for(name, "firing", since=since)
             timings[f"{name} fired"] = time.monotonic() - failing
     mended = time.monotonic()
     with serving(project, tmp_path / "again.log", port=port, SERVING_LOG_LEVEL="WARNING") as server:
@@ -860,7 +862,7 @@ def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
             for _ in range(2500):  # the 503s fall below 5% of the last five minutes
                 assert client.post("/predict", json=row).status_code == 200
         for name in ("PredictionHigh5xxRatio", "NoChampionModelServed"):
-            stack.receiver.wait_for(name, "resolved")
+            stack.receiver.wait_for(name, "resolved", since=since)
             timings[f"{name} resolved"] = time.monotonic() - mended
         dashboard_queries_return_series(project, stack)
     print("; ".join(f"{what} in {seconds:.1f} s" for what, seconds in timings.items()))

@@ -131,19 +131,22 @@ class AlertReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
 
-    def alerts(self, name: str, status: str) -> list[dict[str, Any]]:
-        """The alerts named ``name`` received with ``status`` (firing, resolved)."""
+    def alerts(self, name: str, status: str, since: int = 0) -> list[dict[str, Any]]:
+        """The alerts named ``name`` received with ``status`` (firing, resolved), in the
+        notifications from the ``since``-th on."""
         return [
             alert
-            for notification in list(self.notifications)
+            for notification in list(self.notifications)[since:]
             for alert in notification["alerts"]
             if alert["labels"]["alertname"] == name and alert["status"] == status
         ]
 
-    def wait_for(self, name: str, status: str, timeout: float = 60) -> list[dict[str, Any]]:
+    def wait_for(
+        self, name: str, status: str, timeout: float = 60, since: int = 0
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.alerts(name, status)
+            found = self.alerts(name, status, since)
             if found:
                 return found
             time.sleep(0.2)
