@@ -46,7 +46,7 @@ import yaml
 from mlops_harness.environments import ProjectEnv
 from mlops_harness.ladder import lowest_built_level_with
 from mlops_harness.processes import appended, free_port, git, run
-from mlops_harness.projects import Project, trained_project
+from mlops_harness.projects import Project, one_row, trained_project
 from mlops_harness.promtool import Unavailable, ensure_stack, prometheus_tool, promtool
 from mlops_harness.registry import registry_state, set_alias
 from mlops_harness.rendering import Render
@@ -697,12 +697,7 @@ def test_prometheus_scrapes_the_service_and_counts_every_request(
     stack.wait_for_value(f'up{{job="{job}"}}', 1)
     counted = f'sum({project.package}_http_requests_total{{job="{job}", route="/predict"}})'
     before = stack.value(counted) or 0
-    row = json.loads(
-        pd.read_csv(project.path / "data" / "raw" / "data.csv")
-        .loc[:, project.features]
-        .head(1)
-        .to_json(orient="records")
-    )
+    row = one_row(project)
     for _ in range(25):
         assert httpx.post(f"{service.url}/predict", json=row, timeout=10).status_code == 200
     stack.wait_for_value(counted, before + 25)
@@ -835,12 +830,7 @@ def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
     (alert,) = stack.receiver.alerts("PredictionServiceDown", "firing", since)[:1]
     assert alert["labels"]["severity"] == "critical" and alert["labels"]["project"] == job
     port = int(service.url.rsplit(":", 1)[1])
-    row = json.loads(
-        pd.read_csv(project.path / "data" / "raw" / "data.csv")
-        .loc[:, project.features]
-        .head(1)
-        .to_json(orient="records")
-    )
+    row = one_row(project)
     started = time.monotonic()
     broken = {"SERVING_MODEL_ALIAS": "no-such-alias", "SERVING_LOG_LEVEL": "WARNING"}
     with serving(project, tmp_path / "broken.log", ready=False, port=port, **broken) as server:

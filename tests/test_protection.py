@@ -33,7 +33,7 @@ import pytest
 from mlops_harness.environments import ProjectEnv
 from mlops_harness.ladder import lowest_built_level_with
 from mlops_harness.processes import appended, run
-from mlops_harness.projects import Project, trained_project
+from mlops_harness.projects import Project, one_row, trained_project
 from mlops_harness.registry import registry_state
 from mlops_harness.rendering import Render
 from mlops_harness.servers import Server, serving
@@ -67,13 +67,6 @@ def local_key(project: Project) -> str:
     entries = (project.path / ".env").read_text().splitlines()
     listed = next(line for line in entries if line.startswith("SERVING_API_KEYS="))
     return listed.split("=", 1)[1].split(",")[0].split(":", 1)[1]
-
-
-def one_row(project: Project) -> dict[str, object]:
-    raw = pd.read_csv(project.path / "data" / "raw" / "data.csv")
-    features = raw.loc[:, project.features].head(1)
-    row: dict[str, object] = json.loads(features.to_json(orient="records"))[0]
-    return row
 
 
 def test_feedback_needs_a_key_and_a_served_row_labelled_once(

@@ -5,6 +5,7 @@ its pipeline holds (its stages, the hashes DVC recorded, its raw snapshot)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,11 @@ def recorded_md5(project: Project, path: Path) -> str:
 
 def raw_data(project: Project) -> Path:
     return project.path / "data" / "raw" / "data.csv"
+
+
+def one_row(project: Project) -> dict[str, object]:
+    """The first row of the project's raw snapshot, its features only, as a request sends it."""
+    raw = pd.read_csv(raw_data(project))
+    features = raw.loc[:, project.features].head(1)
+    row: dict[str, object] = json.loads(features.to_json(orient="records"))[0]
+    return row
