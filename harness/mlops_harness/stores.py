@@ -241,6 +241,11 @@ class Relay:
     def cut(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            # A close alone leaves the socket listening while the accepting thread is
+            # blocked in accept(): the next client would still get through. A shutdown
+            # wakes that thread and stops the listening, so clients are refused.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         with self._lock:
             for connection in self._open:
