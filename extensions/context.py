@@ -217,7 +217,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_alerting", 4, "Prometheus alert rules with their unit tests, Alertmanager,"
                " a dashboard", (
         "monitoring/prometheus/alerts.yml", "monitoring/prometheus/alerts.test.yml",
-        "monitoring/alertmanager/*", "monitoring/grafana/*",
+        "monitoring/alertmanager/*", "monitoring/grafana/*", "monitoring/pictures/*",
     )),
     Capability("has_retraining", 4, "drift or decay retrains, bounded by a cool-down", (
         "src/{package}/mlops/retrain.py", "data/feedback/.gitkeep", "tests/test_retrain.py",

@@ -7,18 +7,28 @@ docs/screenshots/.
 
 It runs the suite's screenshot tests (which also check each picture: its page's title,
 and that it is not blank) with SCREENSHOTS_DIR set, so the pictures in the docs are the
-ones the tests looked at. Needs Debian's `chromium`; about ten minutes (it trains and
-serves a level-2 and a level-4 project).
+ones the tests looked at. The level-4 GUIDE shows two of them: they are copied into the
+template too (GUIDE_PICTURES). Needs Debian's `chromium`; about ten minutes (it trains
+and serves a level-2 and a level-4 project).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The pictures a level-4 project's GUIDE shows, in its monitoring/pictures/.
+GUIDE_PICTURES = (
+    ROOT
+    / "template"
+    / "{% if has_observe_stack %}monitoring{% endif %}"
+    / "{% if has_alerting %}pictures{% endif %}"
+)
 TESTS = [
     "tests/test_execute.py::test_the_interactive_docs_look_right_in_a_browser",
     "tests/test_pipeline.py::test_the_plots_page_looks_right_in_a_browser",
@@ -29,9 +39,12 @@ TESTS = [
 
 
 def main() -> int:
-    env = {**os.environ, "SCREENSHOTS_DIR": str(ROOT / "docs" / "screenshots"), "LEVELS": "4"}
+    env = {**os.environ, "SCREENSHOTS_DIR": str(SCREENSHOTS), "LEVELS": "4"}
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", *TESTS]
-    return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+    code = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+    for picture in GUIDE_PICTURES.iterdir():
+        shutil.copyfile(SCREENSHOTS / picture.name, picture)
+    return code
 
 
 if __name__ == "__main__":

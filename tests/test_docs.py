@@ -37,3 +37,18 @@ def test_the_readme_ladder_lists_every_level_as_built_or_not() -> None:
         )
         assert row, f"level {level.number} is not in the README's table"
         assert row.group(1) == ("yes" if level.built else "not yet")
+
+
+def test_the_guide_s_pictures_are_the_docs_screenshots() -> None:
+    """The level-4 GUIDE shows pictures from the project's monitoring/pictures/: each one
+    it links is there, and is the screenshot the suite took for the docs (copied by
+    scripts/screenshots.py), not an older one."""
+    guide = (ROOT / "template" / "GUIDE.md.jinja").read_text()
+    linked = re.findall(r"\]\(monitoring/pictures/([\w.-]+)\)", guide)
+    assert linked, "the GUIDE shows no picture"
+    folder = ROOT / "template" / "{% if has_observe_stack %}monitoring{% endif %}"
+    pictures = folder / "{% if has_alerting %}pictures{% endif %}"
+    assert sorted(path.name for path in pictures.iterdir()) == sorted(linked)
+    for name in linked:
+        docs = ROOT / "docs" / "screenshots" / name
+        assert (pictures / name).read_bytes() == docs.read_bytes(), f"{name} is not the docs'"

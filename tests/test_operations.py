@@ -34,6 +34,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,11 @@ from mlops_harness.ladder import lowest_built_level_with
 from mlops_harness.processes import appended, free_port, git, run
 from mlops_harness.projects import Project, one_row, trained_project
 from mlops_harness.promtool import Unavailable, ensure_stack, prometheus_tool, promtool
-from mlops_harness.registry import registry_state, set_alias
+from mlops_harness.registry import registry_state, set_alias, unloadable_version
 from mlops_harness.rendering import Render
 from mlops_harness.screenshots import CHROMIUM, png_colours, screenshot
-from mlops_harness.servers import AlertReceiver, Server, serving
+from mlops_harness.servers import AlertReceiver, Server, post_raw, serving
+from mlops_harness.stores import CREDENTIALS
 
 pytestmark = pytest.mark.slow
 
@@ -797,14 +799,54 @@ def dashboard_queries_return_series(project: Project, stack: Stack) -> None:
     assert not empty, empty
 
 
+def until(
+    stack: Stack, since: int, status: str, names: list[str], began: float
+) -> dict[str, float]:
+    """Wait for each alert to reach the receiver with ``status`` (firing, resolved), in
+    the notifications from the ``since``-th on: the seconds from ``began`` to each."""
+    timings = {}
+    for name in names:
+        stack.receiver.wait_for(name, status, since=since)
+        timings[f"{name} {status}"] = time.monotonic() - began
+    return timings
+
+
+def slow_uploads(stack: Stack, url: str, row: dict[str, Any]) -> int:
+    """Requests whose bodies take 0.8 s to arrive (clients on a slow link), twelve at a
+    time, until they are more than the window's slowest hundredth: its p99 is over the
+    alert's 500 ms. How many were sent."""
+    body = json.dumps(row).encode()
+    halves = [body[: len(body) // 2], body[len(body) // 2 :]]
+    sent = 0
+    with ThreadPoolExecutor(12) as clients:
+        while not stack.query('ALERTS{alertname="PredictionLatencyP99High"}'):
+            assert sent < 240, f"{sent} slow requests, and the p99 is not over 500 ms"
+            answers = [
+                clients.submit(post_raw, url, "/predict", halves, len(body), 0.8) for _ in range(12)
+            ]
+            assert all(answer.result()[0] == 200 for answer in answers)
+            sent += 12
+            time.sleep(0.5)  # a scrape and an evaluation
+    return sent
+
+
 def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
     project: Project, service: Server, stack: Stack, tmp_path: Path
 ) -> None:
-    """The service stopped: PredictionServiceDown goes pending, then firing, and reaches
-    the receiver. Started again on its port with no model it can load (an alias no
-    version holds): that resolves, and its 503s fire PredictionHigh5xxRatio, and
-    NoChampionModelServed. Started as it should be, with traffic: both resolve. Then
-    every dashboard query returns series from what flowed. (The module's last test.)"""
+    """Every service alert, from a cause the test makes and then removes:
+
+    - the service stopped: PredictionServiceDown goes pending, then firing;
+    - started again on its port in a bad state: no model it can load (an alias no version
+      holds), its feedback log's folder blocked by a file, its log store dead (a refused
+      port): its 503s fire PredictionHigh5xxRatio and NoChampionModelServed, and
+      PredictionLogFailing and LogShippingFailing fire; ServiceDown resolves;
+    - started as it should be, with a store that answers: refused requests (422) fire
+      PredictionBadRequestSurge; requests whose bodies take 0.8 s to arrive (clients on
+      a slow link) fire PredictionLatencyP99High; the champion alias moved to a version
+      that cannot load fires ModelStale, and moved back resolves it;
+    - then ordinary traffic, and every alert resolves; the outbox the dead store left is
+      in the store. Every dashboard query returns series from what flowed. (The
+      module's last test: it stops the module's service.)"""
     job = project.answers["project_slug"]
     rules = f"{stack.prometheus}/api/v1/alerts"
     # From here on: it may have fired at the stack's start, before the first scrape.
@@ -820,7 +862,7 @@ def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
             if alert["labels"]["alertname"] == "PredictionServiceDown"
         }
         time.sleep(0.2)
-    timings = {"PredictionServiceDown fired": time.monotonic() - stopped}
+    timings = {"PredictionServiceDown firing": time.monotonic() - stopped}
     assert "pending" in states, states
     if CHROMIUM:  # Prometheus' alerts page, as a person sees it while the alert fires
         picture = tmp_path / "prometheus-alerts.png"
@@ -831,8 +873,21 @@ def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
     assert alert["labels"]["severity"] == "critical" and alert["labels"]["project"] == job
     port = int(service.url.rsplit(":", 1)[1])
     row = one_row(project)
+    # The log a crash left: shipped at the next start, to whichever store is named.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "predictions.jsonl").write_text('{"request_id": "left-by-a-crash"}\n')
+    (tmp_path / "blocked").write_text("a file where the feedback log's folder should be")
+    shipping = {**CREDENTIALS, "SERVING_PREDICTION_LOG": str(logs / "predictions.jsonl")}
+    shipping |= {"SERVING_LOG_SHIP_TO": "s3://logs/service", "SERVING_LOG_SHIP_SECONDS": "0.5"}
+    broken = {
+        **shipping,
+        "SERVING_MODEL_ALIAS": "no-such-alias",
+        "SERVING_FEEDBACK_LOG": str(tmp_path / "blocked" / "feedback.jsonl"),
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "SERVING_LOG_LEVEL": "ERROR",
+    }
     started = time.monotonic()
-    broken = {"SERVING_MODEL_ALIAS": "no-such-alias", "SERVING_LOG_LEVEL": "WARNING"}
     with serving(project, tmp_path / "broken.log", ready=False, port=port, **broken) as server:
         stack.receiver.wait_for("PredictionServiceDown", "resolved", since=since)
         timings["PredictionServiceDown resolved"] = time.monotonic() - started
@@ -843,16 +898,50 @@ def test_the_service_down_then_failing_then_back_fires_and_resolves_its_alerts(
             for _ in range(80):
                 assert client.post("/predict", json=row).status_code == 503
                 time.sleep(0.03)
-        for name in ("PredictionHigh5xxRatio", "NoChampionModelServed"):
-            stack.receiver.wait_for(name, "firing", since=since)
-            timings[f"{name} fired"] = time.monotonic() - failing
-    mended = time.monotonic()
-    with serving(project, tmp_path / "again.log", port=port, SERVING_LOG_LEVEL="WARNING") as server:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            for _ in range(2500):  # the 503s fall below 5% of the last five minutes
+        faults = ["PredictionHigh5xxRatio", "NoChampionModelServed"]
+        faults += ["PredictionLogFailing", "LogShippingFailing"]
+        timings |= until(stack, since, "firing", faults, failing)
+    (logged,) = stack.receiver.alerts("PredictionLogFailing", "firing", since)[:1]
+    assert logged["labels"]["log"] == "feedback", logged["labels"]
+    assert list((logs / "outbox").rglob("*.jsonl")), "the crash's log waits in the outbox"
+    store = tmp_path / "store"
+    mended = {**shipping, "SERVING_LOG_SHIP_TO": store.as_uri(), "SERVING_RELOAD_SECONDS": "0.5"}
+    mended |= {"SERVING_LOG_LEVEL": "ERROR"}
+    with serving(project, tmp_path / "again.log", port=port, **mended) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            time.sleep(1)  # scraped once: what follows is an increase
+            refusing = time.monotonic()
+            # A client whose payloads do not match the schema, until they are over a
+            # tenth of the window's requests (whatever the earlier tests sent).
+            surge = 'ALERTS{alertname="PredictionBadRequestSurge"}'
+            for _ in range(600):
+                assert client.post("/predict", json={}).status_code == 422
+                if stack.query(surge):
+                    break
+                time.sleep(0.02)
+            timings |= until(stack, since, "firing", ["PredictionBadRequestSurge"], refusing)
+            slowing = time.monotonic()
+            slow = slow_uploads(stack, server.url, row)
+            timings |= until(stack, since, "firing", ["PredictionLatencyP99High"], slowing)
+            champion = client.get("/version").json()["version"]
+            moved = time.monotonic()
+            set_alias(project, "champion", unloadable_version(project))
+            timings |= until(stack, since, "firing", ["ModelStale"], moved)
+            assert client.get("/ready").json()["status"] == "stale"
+            back = time.monotonic()
+            set_alias(project, "champion", champion)
+            timings |= until(stack, since, "resolved", ["ModelStale"], back)
+            calmed = time.monotonic()
+            for _ in range(2500):  # the errors fall below their share of the window
                 assert client.post("/predict", json=row).status_code == 200
-        for name in ("PredictionHigh5xxRatio", "NoChampionModelServed"):
-            stack.receiver.wait_for(name, "resolved", since=since)
-            timings[f"{name} resolved"] = time.monotonic() - mended
+        timings |= until(stack, since, "resolved", [*faults, "PredictionBadRequestSurge"], calmed)
+        timings |= until(stack, since, "resolved", ["PredictionLatencyP99High"], calmed)
         dashboard_queries_return_series(project, stack)
+    shipped = [
+        json.loads(line)
+        for file in store.rglob("*.jsonl")
+        for line in file.read_text().splitlines()
+    ]
+    assert {"request_id": "left-by-a-crash"} in shipped, "the outbox reached the store"
+    print(f"{slow} slow requests")
     print("; ".join(f"{what} in {seconds:.1f} s" for what, seconds in timings.items()))

@@ -15,15 +15,13 @@ HTTP as `make serve` starts it:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,7 +34,7 @@ from mlops_harness.processes import appended, run
 from mlops_harness.projects import Project, one_row, trained_project
 from mlops_harness.registry import registry_state
 from mlops_harness.rendering import Render
-from mlops_harness.servers import Server, serving
+from mlops_harness.servers import Server, post_raw, service_pid, serving
 from mlops_harness.stores import CREDENTIALS, Relay, object_store
 
 pytestmark = pytest.mark.slow
@@ -170,61 +168,10 @@ def test_the_next_honest_window_retrains_without_the_quarantined_rows(
 MB = 1_000_000
 
 
-def server_pid(project: Project, server: Server) -> int:
-    """The service's Python process, in the process group `make serve` started."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            group = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if group == server.process.pid and f"{project.package}.serving".encode() in command:
-            return int(entry.name)
-    raise AssertionError("the service's process is not running")
-
-
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     kilobytes = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
     return int(kilobytes.split()[1]) / 1000
-
-
-def post_raw(
-    url: str, path: str, chunks: Iterable[bytes], length: int | None = None, pause: float = 0
-) -> tuple[int, str]:
-    """POST ``chunks`` over a bare socket (with ``length``: a Content-Length; without: a
-    chunked body), reading the answer while it sends, as a client that does not stop when
-    the server does; the answer's status and body (0, "" if none came)."""
-    host, port = url.removeprefix("http://").split(":")
-    received = bytearray()
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-
-        def read() -> None:
-            with contextlib.suppress(OSError):
-                while data := sock.recv(65536):
-                    received.extend(data)
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        framing = (
-            f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
-        )
-        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        with contextlib.suppress(OSError):  # the server may close on it half-way: it should
-            sock.sendall(f"{head}{framing}\r\n\r\n".encode())
-            for chunk in chunks:
-                sock.sendall(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                time.sleep(pause)
-            if length is None:
-                sock.sendall(b"0\r\n\r\n")
-        reader.join(timeout=30)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-    head, _, body = bytes(received).partition(b"\r\n\r\n")
-    status = int(head.split()[1]) if head.startswith(b"HTTP/") else 0
-    return status, body.decode(errors="replace")
 
 
 def test_oversized_bodies_are_refused_with_the_memory_flat_and_others_answered(
@@ -234,7 +181,7 @@ def test_oversized_bodies_are_refused_with_the_memory_flat_and_others_answered(
     batch, get 413 naming the cap; four 50 MB uploads at once raise the server's RSS by
     less than 16 MB (it was 1.6 GB for one, before the cap), and one-row requests sent
     meanwhile are answered in under 100 ms (their median)."""
-    pid = server_pid(project, service)
+    pid = service_pid(project, service)
     row = one_row(project)
     for _ in range(20):  # the resting state: every code path has run once
         httpx.post(f"{service.url}/predict", json=[row] * 100)
@@ -312,7 +259,7 @@ def test_a_full_disk_and_an_unwritable_path_are_loud_and_bounded(
         SERVING_PREDICTION_LOG_BUFFER_BYTES="200000",
         SERVING_FEEDBACK_LOG="/proc/no-such-folder/feedback.jsonl",
     ) as server:
-        pid = server_pid(project, server)
+        pid = service_pid(project, server)
         batch = [one_row(project)] * 50
         with httpx.Client(base_url=server.url, timeout=10) as client:
 
@@ -386,7 +333,7 @@ def test_sigkill_under_load_loses_only_the_last_second_of_records(
     before the kill: the bound prediction_log.py states."""
     log = tmp_path / "predictions.jsonl"
     with serving(project, tmp_path / "stdout.log", SERVING_PREDICTION_LOG=str(log)) as server:
-        pid = server_pid(project, server)
+        pid = service_pid(project, server)
         load = Load(server.url, one_row(project), "kill")
         time.sleep(4)
         killed = time.monotonic()
@@ -466,7 +413,7 @@ def test_shipped_logs_reach_the_store_exactly_once_through_an_outage_and_a_kill(
             relay.mend()  # it is back
             time.sleep(2)
             killed = time.monotonic()
-            os.kill(server_pid(project, server), signal.SIGKILL)
+            os.kill(service_pid(project, server), signal.SIGKILL)
             first = load.stop()
         on_disk = {
             json.loads(line)["request_id"]

@@ -32,3 +32,14 @@ def set_alias(project: Project, alias: str, version: str) -> None:
         f"tracking.client().set_registered_model_alias(config.MODEL_NAME, {alias!r}, {version!r})"
     )
     project.python("-c", script)
+
+
+def unloadable_version(project: Project) -> str:
+    """A new version of the project's model whose files are nowhere: what a service is
+    asked to load when a registration went wrong. Its number."""
+    script = (
+        f"from {project.package}.mlops import config, tracking\n"
+        "print(tracking.client().create_model_version(config.MODEL_NAME,"
+        " source='file:///nowhere/model', run_id=None).version)"
+    )
+    return project.python("-c", script).stdout.strip().splitlines()[-1]

@@ -61,6 +61,14 @@ def rendered_files(project: Path) -> set[str]:
     }
 
 
+PICTURES = (".png",)  # the template's only files that are not text
+
+
+def text_files(project: Path) -> set[str]:
+    """The rendered files but the pictures: every one is UTF-8 text."""
+    return {name for name in rendered_files(project) if not name.endswith(PICTURES)}
+
+
 def render_project(
     template: Path, destination: Path, ref: str = SNAPSHOT_TAG, **answers: Any
 ) -> Path:

@@ -3,12 +3,14 @@ a service: until it answers, is ready, serves a given model version."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,6 +106,57 @@ def serving(
         yield running
     finally:
         running.stop()
+
+
+def service_pid(project: Project, server: Server) -> int:
+    """The service's Python process, in the process group `make serve` started."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            group = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if group == server.process.pid and f"{project.package}.serving".encode() in command:
+            return int(entry.name)
+    raise AssertionError("the service's process is not running")
+
+
+def post_raw(
+    url: str, path: str, chunks: Iterable[bytes], length: int | None = None, pause: float = 0
+) -> tuple[int, str]:
+    """POST ``chunks`` over a bare socket (with ``length``: a Content-Length; without: a
+    chunked body), reading the answer while it sends, as a client that does not stop when
+    the server does; the answer's status and body (0, "" if none came)."""
+    host, port = url.removeprefix("http://").split(":")
+    received = bytearray()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+
+        def read() -> None:
+            with contextlib.suppress(OSError):
+                while data := sock.recv(65536):
+                    received.extend(data)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        framing = (
+            f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+        )
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        with contextlib.suppress(OSError):  # the server may close on it half-way: it should
+            sock.sendall(f"{head}{framing}\r\n\r\n".encode())
+            for chunk in chunks:
+                sock.sendall(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                time.sleep(pause)
+            if length is None:
+                sock.sendall(b"0\r\n\r\n")
+        reader.join(timeout=30)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    status = int(head.split()[1]) if head.startswith(b"HTTP/") else 0
+    return status, body.decode(errors="replace")
 
 
 class AlertReceiver:
