@@ -18,7 +18,11 @@ checked by `make monitor` on its own slice of the prediction log:
   whose ingest adds them;
 - the rendered alert rules pass promtool's check and their unit tests; every metric the
   rules and the dashboard read is one that the service or the monitor exports, and every
-  dashboard query is valid PromQL.
+  dashboard query is valid PromQL;
+- `make observe` beside the service (Debian's Prometheus, Alertmanager and Pushgateway):
+  the scrape counts every request, every alert is caused, fires through Alertmanager to a
+  webhook with its labels, and resolves when the cause is removed, and every dashboard
+  query returns series.
 """
 
 from __future__ import annotations
