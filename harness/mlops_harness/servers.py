@@ -170,7 +170,10 @@ class AlertReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                received.append(json.loads(self.rfile.read(length)))
+                notification = json.loads(self.rfile.read(length))
+                for alert in notification["alerts"]:  # when it came (time.monotonic)
+                    alert["received"] = time.monotonic()
+                received.append(notification)
                 self.send_response(200)
                 self.end_headers()
 
