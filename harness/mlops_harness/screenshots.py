@@ -26,8 +26,8 @@ def screenshot(url: str, path: Path, wait_ms: int = 8000) -> str:
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
         "--no-first-run", f"--virtual-time-budget={wait_ms}", "--window-size=1280,900",
     ]  # fmt: skip
-    run([*common, f"--screenshot={path}", url], path.parent, timeout=120)
-    dom = run([*common, "--dump-dom", url], path.parent, timeout=120).stdout
+    # One page load: headless Chromium takes the picture and prints the DOM in one run.
+    dom = run([*common, f"--screenshot={path}", "--dump-dom", url], path.parent, timeout=120).stdout
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(SCREENSHOTS) / path.name)
