@@ -13,7 +13,7 @@ The template's tests load it by path and read the same tables.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +54,21 @@ class Capability:
 
     ``paths`` are the generated project's files that exist only because of this
     capability (fnmatch patterns, ``*`` crosses folders; ``{package}`` is the Python
-    package name). The template's tests derive the exact file set of every level
-    from them, so a file the template renders must be claimed here.
+    package name); ``ci`` adds, for each answer to ``ci_provider``, the files that
+    provider's projects have for it. The template's tests derive the exact file set of
+    every level and provider from them, so a file the template renders must be claimed
+    here.
     """
 
     name: str
     level: int  # the lowest level that has it
     summary: str
     paths: tuple[str, ...] = ()
+    ci: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    def files(self, provider: str) -> tuple[str, ...]:
+        """Its files in a project whose CI runs on ``provider``."""
+        return (*self.paths, *self.ci.get(provider, ()))
 
 
 # fmt: off
@@ -115,10 +122,11 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_precommit", 1, "pre-commit: ruff, hygiene hooks, secret scan, hadolint", (
         ".pre-commit-config.yaml",
     )),
-    Capability("has_ci", 1, "CI workflow on push and pull request: lint, types, tests, image;"
-               " Dependabot, grouped", (
-        ".github/workflows/ci.yml", ".github/dependabot.yml",
-    )),
+    Capability("has_ci", 1, "CI on every push and pull or merge request: lint, types, tests,"
+               " image; dependency updates, grouped (Dependabot or Renovate)", ci={
+        "github": (".github/workflows/ci.yml", ".github/dependabot.yml"),
+        "gitlab": (".gitlab-ci.yml", "renovate.json"),
+    }),
     Capability("has_container", 1, "Dockerfile for the service: non-root, healthcheck", (
         "Dockerfile", ".dockerignore",
     )),
@@ -144,9 +152,10 @@ CAPABILITIES: tuple[Capability, ...] = (
         "tests/test_register.py",
     )),
     Capability("has_model_gate", 2, "beat the trivial baseline by a margin before registering"),
-    Capability("has_training_workflow", 2, "CI workflow that runs and pushes the pipeline", (
-        ".github/workflows/train.yml",
-    )),
+    Capability("has_training_workflow", 2, "CI workflow that runs and pushes the pipeline", ci={
+        "github": (".github/workflows/train.yml",),
+        "gitlab": (".gitlab/ci/train.gitlab-ci.yml",),
+    }),
     Capability("has_team_server", 2, "a team MLflow server's image: PostgreSQL, an object store,"
                " basic auth", (
         "deploy/mlflow/*",
@@ -198,8 +207,11 @@ CAPABILITIES: tuple[Capability, ...] = (
         "deploy/kubernetes/*",
     )),
     Capability("has_cd", 3, "CD workflow and `make deploy`: staging, then production", (
-        ".github/workflows/deploy.yml", "src/{package}/mlops/deploy.py", "tests/test_deploy.py",
-    )),
+        "src/{package}/mlops/deploy.py", "tests/test_deploy.py",
+    ), ci={
+        "github": (".github/workflows/deploy.yml",),
+        "gitlab": (".gitlab/ci/deploy.gitlab-ci.yml",),
+    }),
     # Level 4: full automated operations.
     Capability("has_drift_detection", 4,
                "per-feature and prediction drift of the served traffic: JSON, HTML, metrics", (
@@ -222,9 +234,10 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("has_retraining", 4, "drift or decay retrains, bounded by a cool-down", (
         "src/{package}/mlops/retrain.py", "data/feedback/.gitkeep", "tests/test_retrain.py",
     )),
-    Capability("has_monitoring_workflow", 4, "scheduled monitoring workflow", (
-        ".github/workflows/monitor.yml",
-    )),
+    Capability("has_monitoring_workflow", 4, "scheduled monitoring workflow", ci={
+        "github": (".github/workflows/monitor.yml",),
+        "gitlab": (".gitlab/ci/monitor.gitlab-ci.yml",),
+    }),
     Capability("has_hot_reload", 4, "zero-downtime reload when the champion moves", (
         "src/{package}/serving/reload.py", "src/{package}/serving/settings/reload.py",
         "tests/test_reload.py",
@@ -284,6 +297,40 @@ BASE_IMAGES: dict[str, str] = {
 }
 
 
+# How the GUIDE speaks of each CI provider (the answer to ``ci_provider``); its files are
+# the capabilities' ``ci`` paths (see ci_context).
+CI_WORDS: dict[str, dict[str, str]] = {
+    "github": {
+        "name": "GitHub Actions",
+        "settings": "repository secrets",
+        "request": "pull request",
+        "summary": "the job summary",
+        "approval": "the `production` environment's required reviewers",
+        "pinning": "Its actions are pinned by commit, its token is read-only.",
+    },
+    "gitlab": {
+        "name": "GitLab CI",
+        "settings": "CI/CD variables (Protected and Masked)",
+        "request": "merge request",
+        "summary": "the job's log and the merge request's metrics widget",
+        "approval": "a manual job (protect the `production` environment to choose who runs it)",
+        "pinning": "Its images are pinned by full release; no credential is in the file.",
+    },
+}
+
+
+def ci_context(provider: str) -> dict[str, str]:
+    """The GUIDE's words for ``provider``, and its file for each CI capability (``ci``,
+    ``train``, ``deploy``, ``monitor``)."""
+    words = dict(CI_WORDS.get(provider, {}))
+    names = {"has_ci": "ci", "has_training_workflow": "train", "has_cd": "deploy",
+             "has_monitoring_workflow": "monitor"}  # fmt: skip
+    for cap in CAPABILITIES:
+        if cap.name in names and provider in cap.ci:
+            words[names[cap.name]] = cap.ci[provider][0]
+    return words
+
+
 def capabilities_at(level: int) -> dict[str, bool]:
     """Every capability name, true where ``level`` has it."""
     return {cap.name: level >= cap.level for cap in CAPABILITIES}
@@ -334,3 +381,4 @@ class ContextUpdater(ContextHook):
             shipped.read_text(encoding="utf-8") if shipped and shipped.is_file() else ""
         )
         context["base_image"] = BASE_IMAGES.get(str(context.get("python_version")), "")
+        context["ci"] = ci_context(str(context.get("ci_provider") or "github"))

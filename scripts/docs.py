@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from mlops_harness.ladder import ladder
+from mlops_harness.ladder import described_files, ladder
 from mlops_harness.paths import ROOT
 
 REFERENCE = ROOT / "docs" / "reference.md"
@@ -50,7 +50,7 @@ def ladder_table() -> list[str]:
 def capabilities_table() -> list[str]:
     lines = ["| capability | from level | what it gives | files it adds |", "|---|---|---|---|"]
     for cap in ladder().CAPABILITIES:
-        files = ", ".join(f"`{path.format(package='<package>')}`" for path in cap.paths)
+        files = described_files(cap, "<package>")
         lines.append(
             f"| `{cap.name}` | {cap.level} | {cap.summary} | {files or 'in-file blocks'} |"
         )

@@ -1,5 +1,6 @@
-"""Print the maturity levels copier.yml offers, as a GitHub Actions output line:
-``levels=[0, 1, 2, 3, 4]``. The template's CI matrix reads it."""
+"""Print the maturity levels and the CI providers copier.yml offers, as GitHub Actions
+output lines: ``levels=[0, 1, 2, 3, 4]`` and ``providers=["github", "gitlab"]``. The
+template's CI matrix reads them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def main() -> int:
     questions = yaml.safe_load((ROOT / "copier.yml").read_text(encoding="utf-8"))
     levels = sorted(questions["maturity_level"]["choices"].values())
     print(f"levels={json.dumps(levels)}")
+    providers = list(questions["ci_provider"]["choices"].values())
+    print(f"providers={json.dumps(providers)}")
     return 0
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from mkdocs.structure.files import File, Files
 
-from mlops_harness.ladder import ladder
+from mlops_harness.ladder import described_files, ladder
 from mlops_harness.paths import ROOT
 from mlops_harness.processes import git
 from mlops_harness.rendering import render_project, snapshot_template, update_project
@@ -191,8 +191,7 @@ def level_page(number: int, project: Path) -> str:
     ]
     for cap in table.CAPABILITIES:
         if cap.level == number:
-            files = ", ".join(f"`{p.format(package=package)}`" for p in cap.paths)
-            files = files or "(none of its own)"
+            files = described_files(cap, package) or "(none of its own)"
             lines.append(f"| `{cap.name}` | {cap.summary} | {files} |")
     lines += [
         "",

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mlops_harness.environments import ProjectEnv, shared_project_env
-from mlops_harness.ladder import selected_levels
+from mlops_harness.ladder import capabilities, other_providers, selected_levels
 from mlops_harness.rendering import Render, render_project, snapshot_template
 
 pytest_plugins = ["mlops_harness.scheduling"]
@@ -39,6 +39,23 @@ def rendered(request: pytest.FixtureRequest, render: Render) -> tuple[int, Path]
     """Each level rendered once per session on the defaults: many cheap tests read it."""
     level: int = request.param
     return level, render(f"level{level}", maturity_level=level)
+
+
+ELSEWHERE = [
+    (level, provider)
+    for provider in other_providers()
+    for level in selected_levels()
+    if capabilities(level)["has_ci"]
+]
+
+
+@pytest.fixture(scope="session", params=ELSEWHERE, ids=lambda run: f"level-{run[0]}-{run[1]}")
+def rendered_elsewhere(request: pytest.FixtureRequest, render: Render) -> tuple[int, str, Path]:
+    """Each level with CI rendered once per session for each CI provider beside the
+    default one (``rendered``'s): the level, the provider and the project."""
+    level, provider = request.param
+    path = render(f"level{level}{provider}", maturity_level=level, ci_provider=provider)
+    return level, provider, path
 
 
 @pytest.fixture(scope="session")

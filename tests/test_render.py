@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mlops_harness.imports import import_graph
-from mlops_harness.ladder import capabilities, dataset_named, ladder
+from mlops_harness.ladder import capabilities, dataset_named, default_provider, ladder
 from mlops_harness.locks import pinned_versions
 from mlops_harness.paths import ROOT, tool
 from mlops_harness.processes import run
@@ -29,26 +29,41 @@ def claimed(path: str, patterns: tuple[str, ...], package: str) -> bool:
     return any(fnmatch.fnmatch(path, pattern.format(package=package)) for pattern in patterns)
 
 
-def test_exactly_the_files_of_the_level_s_capabilities(rendered: tuple[int, Path]) -> None:
-    level, project = rendered
+def assert_exactly_the_files(level: int, project: Path, provider: str) -> None:
+    """The files of ``level``'s capabilities, with ``provider``'s CI files: no fewer, no
+    more, and none of another provider's."""
     files = rendered_files(project)
     package = "tabular_classifier"
     enabled = [cap for cap in ladder().CAPABILITIES if cap.level <= level]
     disabled = [cap for cap in ladder().CAPABILITIES if cap.level > level]
 
     unclaimed = {
-        path for path in files if not any(claimed(path, cap.paths, package) for cap in enabled)
+        path
+        for path in files
+        if not any(claimed(path, cap.files(provider), package) for cap in enabled)
     }
-    assert not unclaimed, f"rendered but claimed by no capability of level {level}"
+    assert not unclaimed, f"rendered but claimed by no capability of level {level} ({provider})"
 
     for cap in enabled:
-        for pattern in cap.paths:
+        for pattern in cap.files(provider):
             assert any(fnmatch.fnmatch(path, pattern.format(package=package)) for path in files), (
                 f"{cap.name} (level {cap.level}) claims {pattern}, which level {level} lacks"
             )
     for cap in disabled:
-        leaked = {path for path in files if claimed(path, cap.paths, package)}
+        leaked = {path for path in files if claimed(path, cap.files(provider), package)}
         assert not leaked, f"{cap.name} belongs to level {cap.level}, not {level}"
+
+
+def test_exactly_the_files_of_the_level_s_capabilities(rendered: tuple[int, Path]) -> None:
+    level, project = rendered
+    assert_exactly_the_files(level, project, default_provider())
+
+
+def test_each_ci_provider_gets_exactly_its_own_files(
+    rendered_elsewhere: tuple[int, str, Path],
+) -> None:
+    level, provider, project = rendered_elsewhere
+    assert_exactly_the_files(level, project, provider)
 
 
 # Who owns what (the GUIDE's section of that name): the stage modules at the package's

@@ -20,7 +20,7 @@ from mlops_harness.edits import (
     edit,
 )
 from mlops_harness.environments import ProjectEnv
-from mlops_harness.ladder import ladder, selected_levels
+from mlops_harness.ladder import default_provider, ladder, selected_levels
 from mlops_harness.locks import forced_moves, locked_versions
 from mlops_harness.processes import git
 from mlops_harness.projects import Project, open_project
@@ -63,7 +63,7 @@ def assert_capabilities_arrived(climbed: Project, low: int) -> None:
     files = rendered_files(climbed.path)
     for cap in ladder().CAPABILITIES:
         if low < cap.level <= climbed.level:
-            for pattern in cap.paths:
+            for pattern in cap.files(default_provider()):
                 expected = pattern.format(package=climbed.package).replace("*", "")
                 assert any(name.startswith(expected) for name in files), (cap.name, pattern)
 

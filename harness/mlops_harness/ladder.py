@@ -1,6 +1,7 @@
 """The template's ladder, read as Copier reads it: the questions (``copier.yml``), the
-levels, capabilities and datasets (``extensions/context.py``); and which levels and runs
-are under test (``$LEVELS``, as CI's matrix sets it)."""
+levels, capabilities and datasets (``extensions/context.py``); and which levels, CI
+providers and runs are under test (``$LEVELS``, ``$CI_PROVIDERS``, as CI's matrix sets
+them)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,35 @@ def lowest_built_level_with(capability: str) -> int | None:
         level for level in selected_levels(built_only=True) if capabilities(level)[capability]
     ]
     return levels[0] if levels else None
+
+
+def default_provider() -> str:
+    """The ``ci_provider`` a project gets on the defaults: the renders most tests read."""
+    return str(questions()["ci_provider"]["default"])
+
+
+def selected_providers() -> list[str]:
+    """The CI providers under test: every choice of ``ci_provider``, or those in
+    ``$CI_PROVIDERS`` (``CI_PROVIDERS=gitlab``), as CI's matrix sets it."""
+    providers = [str(provider) for provider in choices("ci_provider")]
+    wanted = os.environ.get("CI_PROVIDERS", "").strip()
+    if wanted:
+        providers = [provider for provider in providers if provider in wanted.split(",")]
+    return providers
+
+
+def other_providers() -> list[str]:
+    """The providers under test beside the default: their renders are made for them."""
+    return [provider for provider in selected_providers() if provider != default_provider()]
+
+
+def described_files(capability: Any, package: str) -> str:
+    """A capability's files for the docs, in Markdown: those every project has, then each
+    CI provider's (``github: `.github/workflows/ci.yml`, ...``)."""
+
+    def listed(paths: tuple[str, ...]) -> str:
+        return ", ".join(f"`{path.format(package=package)}`" for path in paths)
+
+    parts = [listed(capability.paths)] if capability.paths else []
+    parts += [f"{provider}: {listed(paths)}" for provider, paths in capability.ci.items()]
+    return "; ".join(parts)

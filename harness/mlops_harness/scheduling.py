@@ -16,7 +16,10 @@ markers, registered in pyproject.toml. A test module says at its top, in ``pytes
   ``$LEVEL_INDEPENDENT=only``), not in every level's cell: with ``$LEVELS`` set they are
   left out, unless ``$LEVEL_INDEPENDENT`` is set (to anything else, they run too);
 - ``pytest.mark.own_data``, on a test of test_execute's guided runs: it checks the run
-  made for a user's own table, and is deselected for the runs on bundled datasets.
+  made for a user's own table, and is deselected for the runs on bundled datasets;
+- a test that takes a CI provider (the ``rendered_elsewhere`` fixture, or a parameter
+  named ``ci_provider``) is the only kind that runs in a CI matrix cell whose
+  ``$CI_PROVIDERS`` leaves out the default provider: the rest runs in the default's cells.
 
 Under xdist the workers collect the tests and the controller schedules them by node id
 alone: it has no items, so no markers. Each worker writes the scope of every test it
@@ -35,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from mlops_harness.ladder import OWN_DATA
+from mlops_harness.ladder import OWN_DATA, default_provider, selected_providers
 
 SCOPE_MARKER = "xdist_scope"
 SPLITS = ("module", "parameter", "test")  # what xdist_scope takes; "module" if unmarked
@@ -89,13 +92,27 @@ def is_for_another_run(item: pytest.Item) -> bool:
     return bool(run[1] != OWN_DATA)
 
 
+PROVIDER_PARAMETERS = {"rendered_elsewhere", "ci_provider"}
+
+
+def takes_a_provider(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return bool(callspec and PROVIDER_PARAMETERS & set(callspec.params))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The own_data tests of the other guided runs are left out. Then,
+    """The own_data tests of the other guided runs are left out, and, where
+    ``$CI_PROVIDERS`` leaves out the default provider, every test that takes none. Then,
     ``$LEVEL_INDEPENDENT=only``: the level-independent tests alone; ``$LEVELS`` set (and
     ``$LEVEL_INDEPENDENT`` not): all but them; otherwise every test."""
     for item in items:
         split_of(item)  # a misspelt split fails every run, not only one under xdist
-    elsewhere = [item for item in items if is_for_another_run(item)]
+    providers_only = default_provider() not in selected_providers()
+    elsewhere = [
+        item
+        for item in items
+        if is_for_another_run(item) or (providers_only and not takes_a_provider(item))
+    ]
     if elsewhere:
         config.hook.pytest_deselected(items=elsewhere)
         items[:] = [item for item in items if item not in elsewhere]
