@@ -19,7 +19,15 @@ import pytest
 import yaml
 
 from mlops_harness.environments import user_env
-from mlops_harness.gitlab import ci_files, jobs, pipeline, run_jobs, runner_checkout, verdicts
+from mlops_harness.gitlab import (
+    ApiRecorder,
+    ci_files,
+    jobs,
+    pipeline,
+    run_jobs,
+    runner_checkout,
+    verdicts,
+)
 from mlops_harness.ladder import (
     capabilities,
     lowest_built_level_with,
@@ -224,8 +232,21 @@ def test_the_training_job_runs_when_params_change_and_registers(
     params.write_text(params.read_text().replace("n_estimators: 200", "n_estimators: 150"))
     git(checkout, "commit", "--quiet", "--all", "--message", "Fewer trees")
     assert job_list(checkout, tmp_path)["train"] == "on_success"
-    result = run_jobs(checkout, ["train"], tmp_path)
+    # As in a merge request's pipeline with the project's token set: the job posts its
+    # report as a note on the merge request, to GitLab's API (a recorder here).
+    api = ApiRecorder()
+    merge_request = ["--variable", "CI_MERGE_REQUEST_IID=7", "--variable", "CI_PROJECT_ID=42"]
+    merge_request += ["--variable", f"CI_API_V4_URL={api.url}"]
+    merge_request += ["--variable", "PROJECT_TOKEN=project-token-for-tests"]
+    try:
+        result = run_jobs(checkout, ["train"], tmp_path, *merge_request)
+    finally:
+        api.stop()
     assert result.returncode == 0 and verdicts(result) == {"train": "PASS"}, str(result)
+    (note,) = api.requests
+    assert note["path"] == "/api/v4/projects/42/merge_requests/7/notes"
+    assert note["headers"]["private-token"] == "project-token-for-tests"
+    assert "| train.n_estimators   | 150" in note["body"]["body"]
     assert re.search(r"register: tabular-classifier version 1 \(run \w+\)", result.stdout)
     assert "| train.n_estimators   | 150" in result.stdout, "the report of what changed"
     metrics = json.loads((checkout / "reports" / "metrics.json").read_text())

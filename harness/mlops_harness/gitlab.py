@@ -14,6 +14,7 @@ import yaml
 from mlops_harness.environments import SYSTEM_PATH, user_env
 from mlops_harness.paths import CACHE, ROOT, tool
 from mlops_harness.processes import Run, git, run
+from mlops_harness.servers import PostRecorder
 
 GITLAB_CI_LOCAL = ROOT / "tests" / "tools" / "node_modules" / ".bin" / "gitlab-ci-local"
 # The remote a runner's checkout has: gitlab-ci-local reads the project's path from it.
@@ -108,3 +109,16 @@ def verdicts(result: Run) -> dict[str, str]:
         if len(words) >= 2 and words[0] in {"PASS", "FAIL"}:
             found[words[1]] = words[0]
     return found
+
+
+class ApiRecorder(PostRecorder):
+    """Stands in for GitLab's REST API, which cannot run here: it records each request a
+    job sends and answers 201 Created."""
+
+    def __init__(self) -> None:
+        super().__init__(status=201)
+
+    @property
+    def url(self) -> str:
+        """What a job reads as CI_API_V4_URL."""
+        return f"{self.address}/api/v4"

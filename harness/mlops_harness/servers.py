@@ -159,23 +159,30 @@ def post_raw(
     return status, body.decode(errors="replace")
 
 
-class AlertReceiver:
-    """A webhook receiver for Alertmanager on a free loopback port: it records every
-    notification it is sent (Alertmanager's webhook JSON), firing or resolved."""
+class PostRecorder:
+    """An HTTP server on a free loopback port that records each POST it is sent (its
+    path, its headers by lower-case name, its JSON body, when it came by time.monotonic)
+    and answers ``status`` with an empty JSON object."""
 
-    def __init__(self) -> None:
-        self.notifications: list[dict[str, Any]] = []
-        received = self.notifications
+    def __init__(self, status: int = 200) -> None:
+        self.requests: list[dict[str, Any]] = []
+        received = self.requests
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                notification = json.loads(self.rfile.read(length))
-                for alert in notification["alerts"]:  # when it came (time.monotonic)
-                    alert["received"] = time.monotonic()
-                received.append(notification)
-                self.send_response(200)
+                received.append(
+                    {
+                        "path": self.path,
+                        "headers": {name.lower(): value for name, value in self.headers.items()},
+                        "body": json.loads(self.rfile.read(length) or b"{}"),
+                        "received": time.monotonic(),
+                    }
+                )
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
                 self.end_headers()
+                self.wfile.write(b"{}")
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
@@ -184,8 +191,30 @@ class AlertReceiver:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class AlertReceiver(PostRecorder):
+    """A webhook receiver for Alertmanager: every notification it is sent (Alertmanager's
+    webhook JSON), firing or resolved, each alert stamped with when it came."""
+
+    @property
+    def notifications(self) -> list[dict[str, Any]]:
+        found = []
+        for request in list(self.requests):
+            for alert in request["body"]["alerts"]:
+                alert["received"] = request["received"]
+            found.append(request["body"])
+        return found
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+        return f"{self.address}/alerts"
 
     def alerts(self, name: str, status: str, since: int = 0) -> list[dict[str, Any]]:
         """The alerts named ``name`` received with ``status`` (firing, resolved), in the
@@ -209,7 +238,3 @@ class AlertReceiver:
         everything = [alert for sent in self.notifications for alert in sent["alerts"]]
         seen = sorted({(alert["labels"]["alertname"], alert["status"]) for alert in everything})
         raise AssertionError(f"no {status} {name} in {timeout:g} s; received: {seen}")
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
