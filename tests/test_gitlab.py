@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,29 @@ def test_the_pipeline_keeps_gitlab_s_conventions(
             assert real[name]["environment"]["name"] == name
         assert real["production"]["rules"][0]["when"] == "manual"
         assert "staging" in real["production"]["needs"]
+
+
+PYTHON_BLOCK = re.compile(r"<<'PY'[^\n]*\n(.*?)\nPY(?:\n|$)", re.S)
+
+
+def test_every_job_s_shell_and_python_parse(rendered_elsewhere: tuple[int, str, Path]) -> None:
+    """The jobs not run here (delivery, monitoring: they need GitLab, a registry, Docker
+    in Docker) at least parse: each script section under `bash -n`, and each Python
+    block it feeds to `python -` compiles."""
+    _, project = gitlab_render(rendered_elsewhere)
+    blocks = 0
+    for name, job in jobs(pipeline(project)).items():
+        for key in ("before_script", "script", "after_script"):
+            steps = job.get(key) or []
+            checked = subprocess.run(
+                ["bash", "-n"], input="\n".join(steps), text=True, capture_output=True
+            )
+            assert checked.returncode == 0, (name, key, checked.stderr)
+            for step in steps:
+                for block in PYTHON_BLOCK.findall(step):
+                    compile(block, f"{name} {key}", "exec")
+                    blocks += 1
+    assert blocks or not capabilities(rendered_elsewhere[0])["has_training_workflow"]
 
 
 def test_renovate_groups_each_ecosystem(rendered_elsewhere: tuple[int, str, Path]) -> None:
