@@ -17,11 +17,13 @@ help: ## Show the tasks
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# npm runs no install script (--ignore-scripts): one may reach GitHub, which CI cannot,
+# and neither Node tool has one.
 .PHONY: setup
 setup: $(BIN)/python ## Create .venv with the pinned tools and the harness, and the Node test tools
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --group dev --editable ./harness
-	npm ci --prefix tests/tools --no-audit --no-fund --silent
+	npm ci --prefix tests/tools --no-audit --no-fund --silent --ignore-scripts
 
 .PHONY: demo
 demo: setup ## Render a project at the highest built level and run it end to end (VERBOSE=1: all output)
