@@ -37,6 +37,7 @@ from mlops_harness.ladder import (
 )
 from mlops_harness.paths import ROOT, tool
 from mlops_harness.processes import git, run
+from mlops_harness.projects import assessed
 from mlops_harness.rendering import Render, text_files, update_project
 
 pytestmark = pytest.mark.xdist_scope("test")
@@ -178,12 +179,9 @@ def test_make_maturity_checks_the_gitlab_files(
     level, project = gitlab_render(rendered_elsewhere)
     if not capabilities(level)["has_training_workflow"]:
         pytest.skip("checks the training job's file")
-    env = {**os.environ, "PYTHONPATH": str(project / "src")}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    command = [sys.executable, "-m", "tabular_classifier.mlops.maturity", "--json"]
 
     def training() -> dict[str, Any]:
-        result = json.loads(run(command, project, env, check=False).stdout)
+        result = json.loads(assessed(project, "--json", check=False).stdout)
         return next(c for c in result["capabilities"] if c["capability"] == "has_training_workflow")
 
     assert training()["ok"], training()
@@ -197,14 +195,18 @@ def test_make_maturity_checks_the_gitlab_files(
     assert not found["ok"] and found["detail"] == "missing: .gitlab/ci/train.gitlab-ci.yml"
 
 
-def committed_render(render: Render, name: str, level: int, **answers: Any) -> Path:
-    """A GitLab project as its user commits it: rendered, `make install` (it writes the
-    uv.lock the jobs install from), everything committed."""
-    path = render(name, maturity_level=level, ci_provider="gitlab", **answers)
+def runner_checkout_of(render: Render, name: str, capability: str, scratch: Path) -> Path:
+    """The lowest built level with ``capability``, as a GitLab user commits it (rendered,
+    `make install` writing the uv.lock the jobs install from, all committed), in a
+    runner's fresh checkout; skipped when no such level is selected."""
+    level = lowest_built_level_with(capability)
+    if level is None:
+        pytest.skip(f"no built level with {capability} is selected")
+    path = render(name, maturity_level=level, ci_provider="gitlab")
     run(["make", "install"], path, user_env(), timeout=900)
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "Generate the project")
-    return path
+    return runner_checkout(path, scratch)
 
 
 @pytest.mark.slow
@@ -212,10 +214,7 @@ def committed_render(render: Render, name: str, level: int, **answers: Any) -> P
 def test_the_level_1_pipeline_runs_here_and_a_lint_error_fails_it(
     render: Render, tmp_path: Path, ci_provider: str
 ) -> None:
-    level = lowest_built_level_with("has_ci")
-    if level is None:
-        pytest.skip("no built level with CI is selected")
-    checkout = runner_checkout(committed_render(render, "gitlab-checks", level), tmp_path)
+    checkout = runner_checkout_of(render, "gitlab-checks", "has_ci", tmp_path)
     result = run_jobs(checkout, CHECKS, tmp_path)
     assert result.returncode == 0, str(result)
     assert verdicts(result) == dict.fromkeys(CHECKS, "PASS"), str(result)
@@ -246,10 +245,7 @@ def job_list(checkout: Path, tmp_path: Path) -> dict[str, str]:
 def test_the_training_job_runs_when_params_change_and_registers(
     render: Render, tmp_path: Path, ci_provider: str
 ) -> None:
-    level = lowest_built_level_with("has_training_workflow")
-    if level is None:
-        pytest.skip("no built level with a training workflow is selected")
-    checkout = runner_checkout(committed_render(render, "gitlab-train", level), tmp_path)
+    checkout = runner_checkout_of(render, "gitlab-train", "has_training_workflow", tmp_path)
     assert job_list(checkout, tmp_path)["train"] == "never", "nothing the pipeline reads changed"
 
     params = checkout / "params.yaml"

@@ -5,16 +5,13 @@ Here on every level's fresh render; after training in test_execute.py."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mlops_harness.ladder import ladder
-from mlops_harness.processes import run
+from mlops_harness.projects import assessed
 
 pytestmark = pytest.mark.xdist_scope("test")
 
@@ -31,19 +28,6 @@ NEEDS_A_RUN = {
     "has_model_card",
     "has_drift_detection",
 }
-
-
-def assessed(project: Path, *args: str, check: bool = True) -> Any:
-    """``python -m <package>.mlops.maturity`` on the project's source, with the suite's Python
-    (the check needs only the standard library and PyYAML)."""
-    env = {**os.environ, "PYTHONPATH": str(project / "src")}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return run(
-        [sys.executable, "-m", "tabular_classifier.mlops.maturity", *args],
-        project,
-        env,
-        check=check,
-    )
 
 
 def test_a_fresh_render_knows_its_level_and_what_it_still_needs(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,3 +180,16 @@ def one_row(project: Project) -> dict[str, object]:
     features = raw.loc[:, project.features].head(1)
     row: dict[str, object] = json.loads(features.to_json(orient="records"))[0]
     return row
+
+
+def assessed(project: Path, *args: str, check: bool = True) -> Any:
+    """``python -m <package>.mlops.maturity`` on the project's source, with the suite's Python
+    (the check needs only the standard library and PyYAML)."""
+    env = {**os.environ, "PYTHONPATH": str(project / "src")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return run(
+        [sys.executable, "-m", "tabular_classifier.mlops.maturity", *args],
+        project,
+        env,
+        check=check,
+    )
